@@ -1,0 +1,34 @@
+"""wnlib: weight normalization (Salimans & Kingma, 2016) for PyTorch, verified against a NumPy reference.
+
+The reparameterization w = g · v / ‖v‖ (eq. 2) as
+
+- :mod:`wnlib.reference`: NumPy forward and the analytic gradients of eq. 3–4 (the test oracle);
+- :func:`wnlib.functional.weight_norm`: the PyTorch op with the paper's backward (Triton kernels on GPU);
+- :func:`weight_norm` / :func:`remove_weight_norm`: weight norm on any module, a drop-in for
+  ``torch.nn.utils.parametrizations.weight_norm``;
+- :mod:`wnlib.nn`: weight-normalized ``Linear``, ``Conv*d`` and ``ConvTranspose*d`` layers.
+"""
+
+from wnlib import functional, nn, reference
+from wnlib.functional import use_backend
+from wnlib.parametrize import (
+    is_weight_normed,
+    remove_weight_norm,
+    to_torch_state_dict,
+    weight_norm,
+    weight_norm_specs,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "functional",
+    "is_weight_normed",
+    "nn",
+    "reference",
+    "remove_weight_norm",
+    "to_torch_state_dict",
+    "use_backend",
+    "weight_norm",
+    "weight_norm_specs",
+]

@@ -1,0 +1,321 @@
+"""Weight norm on any module: ``weight_norm(module)`` and ``remove_weight_norm(module)``.
+
+A parameter ``<name>`` (usually ``weight``) is replaced by two parameters, ``<name>_v`` (the direction,
+same shape) and ``<name>_g`` (one scale per slice along ``dim``), and ``module.<name>`` becomes a
+property computing w = g·v/‖v‖ (eq. 2) on every access. The module's class is swapped for a subclass
+that carries that property, as ``torch.nn.utils.parametrize`` does; plain ``nn.Linear`` and ``nn.Conv*``
+modules become the corresponding :mod:`wnlib.nn` layer, which has a faster forward.
+
+Interoperability (the Implementation chapter shows each):
+- ``load_state_dict`` accepts the state of the same layer under torch's legacy
+  ``torch.nn.utils.weight_norm`` (``weight_g``/``weight_v``, g in keep-dim shape), under
+  ``torch.nn.utils.parametrizations.weight_norm`` (``parametrizations.weight.original0/1``), or without
+  weight norm at all (``weight``: v = w and g = ‖w‖).
+- :func:`to_torch_state_dict` writes a state_dict either of torch's APIs loads.
+- Modules stay deep-copyable and picklable; ``torch.compile`` traces the property.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from wnlib.functional import DEFAULT_EPS, canonical_dim, slice_norm, slice_shape, weight_norm as wn
+
+_DEFAULT_DIM = "default"
+_FAST_LAYERS: dict[type[nn.Module], type[nn.Module]] = {}  # torch class -> wnlib.nn class
+
+
+@dataclass(frozen=True)
+class WeightNormSpec:
+    """How one parameter is normalized: the kept axis (None: whole tensor) and the eps of the norm."""
+
+    dim: int | None
+    eps: float
+
+
+def default_dim(module: nn.Module) -> int:
+    """The output axis of a module's weight: 1 for ConvTranspose (weights are (in, out, ...)), else 0."""
+    return 1 if isinstance(module, nn.modules.conv._ConvTransposeNd) else 0
+
+
+def weight_norm_specs(module: nn.Module) -> dict[str, WeightNormSpec]:
+    """The weight-normalized parameters of ``module`` itself (not its children), name -> spec."""
+    return dict(module.__dict__.get("_weight_norm", {}))
+
+
+def is_weight_normed(module: nn.Module, name: str | None = None) -> bool:
+    """Whether ``module`` has weight norm (on ``name``, or on any parameter when name is None)."""
+    specs = module.__dict__.get("_weight_norm", {})
+    return bool(specs) if name is None else name in specs
+
+
+# --------------------------------------------------------------------------------------------------
+# The class machinery
+# --------------------------------------------------------------------------------------------------
+
+
+def weight_property(name: str) -> property:
+    """``module.<name>`` as w = g·v/‖v‖ computed from ``<name>_v`` and ``<name>_g``.
+
+    Before weight norm is applied (while the wrapped class's ``__init__`` runs) it falls back to the
+    ordinary parameter, so the layer's own initialization works unchanged.
+    """
+
+    def fget(self: nn.Module) -> Tensor:
+        spec = self.__dict__.get("_weight_norm", {}).get(name)
+        params = self.__dict__["_parameters"]
+        if spec is None:
+            if name in params:
+                return params[name]
+            raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+        return wn(params[f"{name}_v"], params[f"{name}_g"], spec.dim, spec.eps)
+
+    return property(fget, doc=f"The effective {name}: {name}_g · {name}_v / ‖{name}_v‖ (eq. 2).")
+
+
+class WeightNormMixin:
+    """Behaviour shared by every weight-normalized module: state_dict translation, clear errors on
+    assignment, a repr that shows the normalization, and pickling of generated classes."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        specs = self.__dict__.get("_weight_norm")
+        if specs and name in specs:
+            raise AttributeError(
+                f"{name!r} of this {type(self).__name__} is computed from {name}_v and {name}_g; "
+                f"assign to those, or call wnlib.remove_weight_norm(module, {name!r}) first"
+            )
+        super().__setattr__(name, value)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        for name, spec in self.__dict__.get("_weight_norm", {}).items():
+            _translate_state(self, state_dict, prefix, name, spec)
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+    def extra_repr(self) -> str:
+        base = super().extra_repr()
+        norms = ", ".join(
+            f"{n}: dim={s.dim}" for n, s in self.__dict__.get("_weight_norm", {}).items()
+        )
+        return f"{base}, weight_norm=({norms})" if base else f"weight_norm=({norms})"
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        cls = type(self)
+        if "_wn_plain" not in cls.__dict__:  # a named class (wnlib.nn): pickled by reference
+            return super().__reduce_ex__(protocol)
+        names = tuple(sorted(self.__dict__["_weight_norm"]))
+        return (_new_instance, (cls._wn_plain, names), self.__getstate__())
+
+
+@functools.cache
+def _generated_class(plain: type[nn.Module], names: tuple[str, ...]) -> type[nn.Module]:
+    """``WeightNorm<Plain>``: ``plain`` with a weight property for each name (cached, so one per pair)."""
+    attrs: dict[str, Any] = {n: weight_property(n) for n in names}
+    attrs.update(_wn_plain=plain, __module__=__name__, __doc__=plain.__doc__)
+    return type(f"WeightNorm{plain.__name__}", (WeightNormMixin, plain), attrs)
+
+
+def _new_instance(plain: type[nn.Module], names: tuple[str, ...]) -> nn.Module:
+    """Unpickling hook for generated classes: an empty instance whose state pickle then restores."""
+    cls = _generated_class(plain, names)
+    return cls.__new__(cls)
+
+
+def plain_class(cls: type[nn.Module]) -> type[nn.Module]:
+    """The class a module returns to once no parameter is weight-normalized (e.g. nn.Linear)."""
+    return cls.__dict__.get("_wn_plain") or cls.__dict__.get("plain_class") or cls
+
+
+def register_layer(plain: type[nn.Module], layer: type[nn.Module]) -> None:
+    """Make ``weight_norm`` turn exact instances of ``plain`` into ``layer`` (used by wnlib.nn)."""
+    _FAST_LAYERS[plain] = layer
+
+
+def _set_class(module: nn.Module) -> None:
+    """Give ``module`` the class matching its weight-normalized parameters."""
+    cls = type(module)
+    plain = plain_class(cls)
+    names = tuple(sorted(module.__dict__.get("_weight_norm", {})))
+    if not names:
+        module.__class__ = plain
+    elif names == ("weight",) and plain in _FAST_LAYERS:
+        module.__class__ = _FAST_LAYERS[plain]
+    elif not (
+        issubclass(cls, WeightNormMixin)
+        and all(isinstance(getattr(cls, n, None), property) for n in names)
+    ):
+        module.__class__ = _generated_class(plain, names)
+
+
+# --------------------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------------------
+
+
+def apply_weight_norm(module: nn.Module, name: str, dim: int | None, eps: float) -> None:
+    """Replace parameter ``name`` by ``name_v`` = w and ``name_g`` = ‖w‖, so w is unchanged."""
+    params = module.__dict__["_parameters"]
+    kind = type(module).__name__
+    if name in module.__dict__.get("_weight_norm", {}):
+        raise ValueError(f"weight norm is already applied to {name!r} of this {kind}")
+    if f"{name}_v" in params or f"{name}_g" in params:
+        raise ValueError(
+            f"{kind} already has {name}_v/{name}_g (torch.nn.utils.weight_norm?); remove that first"
+        )
+    if torch.nn.utils.parametrize.is_parametrized(module, name):
+        raise ValueError(
+            f"{name!r} of this {kind} is parametrized by torch.nn.utils.parametrize; remove that "
+            "first (torch.nn.utils.parametrize.remove_parametrizations)"
+        )
+    w = params.get(name)
+    if w is None:
+        raise ValueError(f"{kind} has no parameter {name!r}; its parameters are {list(params)}")
+    dim = canonical_dim(w, dim)
+    if not w.is_floating_point():
+        raise TypeError(f"weight norm needs a floating-point parameter, but {name!r} is {w.dtype}")
+    with torch.no_grad():
+        g = slice_norm(w, dim, eps).to(w.dtype)
+        g = g.reshape(()) if dim is None else g
+    del params[name]
+    specs = dict(module.__dict__.get("_weight_norm", {}))
+    specs[name] = WeightNormSpec(dim, eps)
+    module.register_parameter(f"{name}_v", nn.Parameter(w.detach(), w.requires_grad))
+    module.register_parameter(f"{name}_g", nn.Parameter(g, w.requires_grad))
+    module.__dict__["_weight_norm"] = specs
+    _set_class(module)
+
+
+def weight_norm(
+    module: nn.Module,
+    name: str = "weight",
+    dim: int | None | Literal["default"] = _DEFAULT_DIM,
+    eps: float = DEFAULT_EPS,
+) -> nn.Module:
+    """Apply weight norm, w = g · v / ‖v‖ (eq. 2), to parameter ``name`` of ``module``, in place.
+
+    A drop-in for ``torch.nn.utils.parametrizations.weight_norm``: afterwards the module has
+    parameters ``<name>_v`` (initialized to w) and ``<name>_g`` (initialized to ‖w‖ per slice, so the
+    module computes exactly what it did before), and ``module.<name>`` is the effective weight.
+
+    Args:
+        module: any module with a floating-point parameter ``name``.
+        name: the parameter to normalize.
+        dim: the kept axis, one g per index along it. By default the output axis: 0 for Linear, Conv
+            and most layers, 1 for ConvTranspose (whose weights are (in, out, ...); torch's own
+            weight_norm uses 0 there, which normalizes per *input* channel). ``None``: one g for the
+            whole tensor.
+        eps: added to Σ v² under the square root (see :func:`wnlib.functional.weight_norm`).
+
+    Returns:
+        The same module (its class swapped for a weight-normalized subclass).
+
+    Example:
+        >>> layer = weight_norm(nn.Linear(20, 40))
+        >>> sorted(n for n, _ in layer.named_parameters())
+        ['bias', 'weight_g', 'weight_v']
+    """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"weight_norm takes an nn.Module, got {type(module).__name__}")
+    apply_weight_norm(module, name, default_dim(module) if dim == _DEFAULT_DIM else dim, eps)
+    return module
+
+
+def remove_weight_norm(module: nn.Module, name: str = "weight") -> nn.Module:
+    """Fold w = g·v/‖v‖ back into a plain parameter ``name``, for zero-overhead inference.
+
+    The module returns to its plain class (e.g. ``wnlib.nn.Linear`` becomes ``nn.Linear``) once no
+    parameter is normalized, and computes the same outputs as before.
+    """
+    specs = dict(module.__dict__.get("_weight_norm", {}))
+    if name not in specs:
+        has = f"; it has weight norm on {sorted(specs)}" if specs else ""
+        raise ValueError(f"{type(module).__name__} has no weight norm on {name!r} to remove{has}")
+    with torch.no_grad():
+        w = getattr(module, name).detach().clone()
+    requires_grad = module._parameters[f"{name}_v"].requires_grad
+    del specs[name]
+    module.__dict__["_weight_norm"] = specs
+    del module._parameters[f"{name}_v"], module._parameters[f"{name}_g"]
+    _set_class(module)
+    module.register_parameter(name, nn.Parameter(w, requires_grad))
+    return module
+
+
+# --------------------------------------------------------------------------------------------------
+# State dict interoperability with torch's two weight-norm APIs
+# --------------------------------------------------------------------------------------------------
+
+
+def _torch_g_shape(v: Tensor, dim: int | None) -> tuple[int, ...]:
+    """Shape of g in torch's weight-norm state dicts: keep-dim (S, 1, ...) or () for dim=None."""
+    return () if dim is None else tuple(slice_shape(v, dim))
+
+
+def _saved_dim(g: Tensor) -> int | None:
+    """The kept axis a keep-dim g was saved with, when its shape says so unambiguously."""
+    big = [d for d, n in enumerate(g.shape) if n != 1]
+    return big[0] if len(big) == 1 else None
+
+
+def _translate_state(
+    module: nn.Module, state: dict[str, Any], prefix: str, name: str, spec: WeightNormSpec
+) -> None:
+    """Rewrite ``state`` in place so that ``<name>_v``/``<name>_g`` appear in wnlib's format."""
+    v_key, g_key = f"{prefix}{name}_v", f"{prefix}{name}_g"
+    g0, v1 = f"{prefix}parametrizations.{name}.original0", f"{prefix}parametrizations.{name}.original1"
+    if g0 in state or v1 in state:
+        for old, new in ((g0, g_key), (v1, v_key)):
+            if old in state:
+                state[new] = state.pop(old)
+    elif prefix + name in state and v_key not in state and g_key not in state:
+        w = state.pop(prefix + name)
+        state[v_key] = w
+        g = slice_norm(w, spec.dim, spec.eps).to(w.dtype)
+        state[g_key] = g.reshape(()) if spec.dim is None else g
+    if g_key not in state:
+        return
+    g, expected = state[g_key], module._parameters[f"{name}_g"].shape
+    if g.shape == expected:
+        return
+    v = module._parameters[f"{name}_v"]
+    if g.numel() == expected.numel() and tuple(g.shape) in (_torch_g_shape(v, spec.dim), (1,) * v.ndim):
+        state[g_key] = g.reshape(expected)
+        return
+    saved = _saved_dim(g) if g.ndim == v.ndim else None
+    hint = f"; it looks saved with dim={saved}: build this layer with dim={saved}" if saved else ""
+    raise ValueError(
+        f"{g_key} has shape {tuple(g.shape)}, which does not fit weight norm over dim={spec.dim} of "
+        f"{name!r} with shape {tuple(v.shape)} (expected {tuple(expected)} or "
+        f"{_torch_g_shape(v, spec.dim)}){hint}"
+    )
+
+
+def to_torch_state_dict(
+    module: nn.Module, format: Literal["parametrizations", "legacy"] = "parametrizations"
+) -> dict[str, Tensor]:
+    """``module.state_dict()`` in the key layout of torch's weight norm, for loading without wnlib.
+
+    ``format="parametrizations"`` gives ``<name>.parametrizations.weight.original0`` (g) and
+    ``.original1`` (v), as ``torch.nn.utils.parametrizations.weight_norm`` expects;
+    ``format="legacy"`` gives ``weight_g``/``weight_v`` for ``torch.nn.utils.weight_norm``. g is
+    written in torch's keep-dim shape. The torch module must be built with the same ``dim`` (for
+    ConvTranspose that means ``dim=1``; torch's default there is 0).
+    """
+    if format not in ("parametrizations", "legacy"):
+        raise ValueError(f"format must be 'parametrizations' or 'legacy', got {format!r}")
+    state = module.state_dict()
+    for prefix, sub in module.named_modules():
+        prefix = f"{prefix}." if prefix else ""
+        for name, spec in sub.__dict__.get("_weight_norm", {}).items():
+            v = state.pop(f"{prefix}{name}_v")
+            g = state.pop(f"{prefix}{name}_g").reshape(_torch_g_shape(v, spec.dim))
+            if format == "legacy":
+                state[f"{prefix}{name}_g"], state[f"{prefix}{name}_v"] = g, v
+            else:
+                state[f"{prefix}parametrizations.{name}.original0"] = g
+                state[f"{prefix}parametrizations.{name}.original1"] = v
+    return state

@@ -1,0 +1,95 @@
+"""Weight normalization in plain NumPy, written to be read next to the paper.
+
+Salimans & Kingma (2016), "Weight Normalization: A Simple Reparameterization to Accelerate Training of
+Deep Neural Networks", arXiv 1602.07868. This module is the test oracle for the PyTorch op
+(:mod:`wnlib.functional`) and the code shown in the Theory chapter. It favours clarity over speed.
+
+A weight tensor ``w`` is split into *slices* along the kept axis ``dim`` (one slice per output unit for a
+dense layer); ``dim=None`` treats the whole tensor as one slice. Each slice is written as
+
+    w = g · v / ‖v‖                                   (eq. 2)
+
+and the gradients with respect to the new parameters follow from the chain rule:
+
+    ∇g L = ∇w L · v / ‖v‖                              (eq. 3)
+    ∇v L = (g / ‖v‖) · ∇w L − (g ∇g L / ‖v‖²) · v       (eq. 3)
+         = (g / ‖v‖) · M_w ∇w L,   M_w = I − w wᵀ / ‖w‖²   (eq. 4)
+
+To stay finite at v = 0, ``‖v‖`` is computed as ``sqrt(Σ v² + eps)``: a zero slice gives w = 0 and finite
+gradients. With the default ``eps = 1e-12`` the difference is far below float32 resolution for any
+non-degenerate v.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+DEFAULT_EPS = 1e-12
+
+
+def _reduce_axes(ndim: int, dim: int | None) -> tuple[int, ...]:
+    """Axes summed over for the norm: every axis except the kept one (all of them for dim=None)."""
+    if dim is None:
+        return tuple(range(ndim))
+    if not -ndim <= dim < ndim:
+        raise ValueError(f"dim {dim} is out of range for an array with {ndim} dimensions")
+    dim %= ndim
+    return tuple(a for a in range(ndim) if a != dim)
+
+
+def _per_slice(x: np.ndarray, shape: tuple[int, ...], dim: int | None) -> np.ndarray:
+    """Reshape a per-slice vector (one value per slice) so it broadcasts against a weight of ``shape``."""
+    if dim is None:
+        return np.reshape(x, (1,) * len(shape))
+    out = [1] * len(shape)
+    out[dim % len(shape)] = shape[dim]
+    return np.reshape(x, out)
+
+
+def norm(v: np.ndarray, dim: int | None = 0, eps: float = DEFAULT_EPS) -> np.ndarray:
+    """‖v‖ per slice, as ``sqrt(Σ v² + eps)``; shape (number of slices,), or () for dim=None."""
+    squares = np.sum(v * v, axis=_reduce_axes(v.ndim, dim))
+    return np.sqrt(squares + eps)
+
+
+def weight(v: np.ndarray, g: np.ndarray, dim: int | None = 0, eps: float = DEFAULT_EPS) -> np.ndarray:
+    """Eq. 2: w = g · v / ‖v‖, one g per slice along ``dim``."""
+    scale = np.asarray(g) / norm(v, dim, eps)
+    return _per_slice(scale, v.shape, dim) * v
+
+
+def grad_g(
+    grad_w: np.ndarray, v: np.ndarray, dim: int | None = 0, eps: float = DEFAULT_EPS
+) -> np.ndarray:
+    """Eq. 3 (left): ∇g L = ∇w L · v / ‖v‖, the gradient projected on the weight's direction."""
+    return np.sum(grad_w * v, axis=_reduce_axes(v.ndim, dim)) / norm(v, dim, eps)
+
+
+def grad_v(
+    grad_w: np.ndarray,
+    v: np.ndarray,
+    g: np.ndarray,
+    dim: int | None = 0,
+    eps: float = DEFAULT_EPS,
+) -> np.ndarray:
+    """Eq. 3 (right): ∇v L = (g/‖v‖) ∇w L − (g ∇g L / ‖v‖²) v."""
+    n = norm(v, dim, eps)
+    g = np.asarray(g)
+    scale = _per_slice(g / n, v.shape, dim)
+    coef = _per_slice(g * grad_g(grad_w, v, dim, eps) / n**2, v.shape, dim)
+    return scale * grad_w - coef * v
+
+
+def grad_v_projection(
+    grad_w: np.ndarray, v: np.ndarray, g: float, eps: float = DEFAULT_EPS
+) -> np.ndarray:
+    """Eq. 4 for a single weight vector: ∇v L = (g/‖v‖) M_w ∇w L with M_w = I − w wᵀ/‖w‖².
+
+    Written with the explicit projection matrix, to show that it equals :func:`grad_v`: the gradient
+    is scaled by g/‖v‖ and has its component along w removed, so it is orthogonal to v.
+    """
+    if v.ndim != 1:
+        raise ValueError(f"grad_v_projection takes one weight vector, got v with shape {v.shape}")
+    w = weight(v, np.asarray(g), dim=None, eps=eps)
+    projection = np.eye(v.size) - np.outer(w, w) / np.dot(w, w)
+    return (g / norm(v, None, eps)) * projection @ grad_w
