@@ -109,7 +109,7 @@ def slice_norm(v: Tensor, dim: int | None, eps: float = DEFAULT_EPS) -> Tensor:
 
 
 def _slice_dot(a: Tensor, b: Tensor, dim: int | None, acc: torch.dtype) -> Tensor:
-    """Σ a·b per slice, shape (S,), accumulated in ``acc``, without a weight-sized temporary where possible."""
+    """Σ a·b per slice, shape (S,), accumulated in ``acc`` (no weight-sized temporary where possible)."""
     if a.dtype != acc:
         a, b = a.to(acc), b.to(acc)
     if dim is None:
@@ -154,7 +154,7 @@ def use_backend(name: Backend) -> Iterator[None]:
         set_backend(previous)
 
 
-def _kernels():  # noqa: ANN202 - imported on first use: CPU-only users never load Triton
+def _kernels():
     from wnlib import kernels
 
     return kernels
@@ -278,9 +278,7 @@ class ScaledLinearFunction(torch.autograd.Function):
         return grad_x, grad_v, grad_g, grad_b, None
 
 
-def linear(
-    x: Tensor, v: Tensor, g: Tensor, bias: Tensor | None = None, eps: float = DEFAULT_EPS
-) -> Tensor:
+def linear(x: Tensor, v: Tensor, g: Tensor, bias: Tensor | None = None, eps: float = DEFAULT_EPS) -> Tensor:
     """A weight-normalized dense layer: y = x wᵀ + b with w = g·v/‖v‖ (eq. 1–2), w never stored.
 
     ``v`` is (out, in) and ``g`` is (out,) (or (out, 1)). When the batch has no more rows than the

@@ -53,7 +53,7 @@ class WeightNormLayer(WeightNormMixin):
     def __init__(
         self,
         *args: Any,
-        dim: int | None | Literal["default"] = _DEFAULT_DIM,
+        dim: int | Literal["default"] | None = _DEFAULT_DIM,
         eps: float = DEFAULT_EPS,
         **kwargs: Any,
     ) -> None:

@@ -24,7 +24,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from wnlib.functional import DEFAULT_EPS, canonical_dim, slice_norm, slice_shape, weight_norm as wn
+from wnlib.functional import DEFAULT_EPS, canonical_dim, slice_norm, slice_shape
+from wnlib.functional import weight_norm as wn
 
 _DEFAULT_DIM = "default"
 _FAST_LAYERS: dict[type[nn.Module], type[nn.Module]] = {}  # torch class -> wnlib.nn class
@@ -98,9 +99,7 @@ class WeightNormMixin:
 
     def extra_repr(self) -> str:
         base = super().extra_repr()
-        norms = ", ".join(
-            f"{n}: dim={s.dim}" for n, s in self.__dict__.get("_weight_norm", {}).items()
-        )
+        norms = ", ".join(f"{n}: dim={s.dim}" for n, s in self.__dict__.get("_weight_norm", {}).items())
         return f"{base}, weight_norm=({norms})" if base else f"weight_norm=({norms})"
 
     def __reduce_ex__(self, protocol: Any) -> Any:
@@ -145,8 +144,7 @@ def _set_class(module: nn.Module) -> None:
     elif names == ("weight",) and plain in _FAST_LAYERS:
         module.__class__ = _FAST_LAYERS[plain]
     elif not (
-        issubclass(cls, WeightNormMixin)
-        and all(isinstance(getattr(cls, n, None), property) for n in names)
+        issubclass(cls, WeightNormMixin) and all(isinstance(getattr(cls, n, None), property) for n in names)
     ):
         module.__class__ = _generated_class(plain, names)
 
@@ -192,7 +190,7 @@ def apply_weight_norm(module: nn.Module, name: str, dim: int | None, eps: float)
 def weight_norm(
     module: nn.Module,
     name: str = "weight",
-    dim: int | None | Literal["default"] = _DEFAULT_DIM,
+    dim: int | Literal["default"] | None = _DEFAULT_DIM,
     eps: float = DEFAULT_EPS,
 ) -> nn.Module:
     """Apply weight norm, w = g · v / ‖v‖ (eq. 2), to parameter ``name`` of ``module``, in place.

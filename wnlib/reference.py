@@ -58,9 +58,7 @@ def weight(v: np.ndarray, g: np.ndarray, dim: int | None = 0, eps: float = DEFAU
     return _per_slice(scale, v.shape, dim) * v
 
 
-def grad_g(
-    grad_w: np.ndarray, v: np.ndarray, dim: int | None = 0, eps: float = DEFAULT_EPS
-) -> np.ndarray:
+def grad_g(grad_w: np.ndarray, v: np.ndarray, dim: int | None = 0, eps: float = DEFAULT_EPS) -> np.ndarray:
     """Eq. 3 (left): ∇g L = ∇w L · v / ‖v‖, the gradient projected on the weight's direction."""
     return np.sum(grad_w * v, axis=_reduce_axes(v.ndim, dim)) / norm(v, dim, eps)
 
@@ -80,9 +78,7 @@ def grad_v(
     return scale * grad_w - coef * v
 
 
-def grad_v_projection(
-    grad_w: np.ndarray, v: np.ndarray, g: float, eps: float = DEFAULT_EPS
-) -> np.ndarray:
+def grad_v_projection(grad_w: np.ndarray, v: np.ndarray, g: float, eps: float = DEFAULT_EPS) -> np.ndarray:
     """Eq. 4 for a single weight vector: ∇v L = (g/‖v‖) M_w ∇w L with M_w = I − w wᵀ/‖w‖².
 
     Written with the explicit projection matrix, to show that it equals :func:`grad_v`: the gradient
