@@ -95,7 +95,7 @@ def slice_norm(v: Tensor, dim: int | None, eps: float = DEFAULT_EPS) -> Tensor:
     """‖v‖ per slice as sqrt(Σ v² + eps), shape (S,), in the accumulation dtype.
 
     The eps inside the square root keeps a zero slice finite: its w is 0 and its gradients are finite
-    (∇g = 0, ∇v = g ∇w / √eps). For any slice with Σ v² ≫ eps the result equals ‖v‖ to the last bit.
+    (∇g = 0, ∇v = g ∇w / √eps). Otherwise it differs from ‖v‖ by a relative eps/(2‖v‖²): nothing in float32.
     """
     acc = accumulation_dtype(v.dtype)
     if dim is None:
@@ -263,7 +263,7 @@ class ScaledLinearFunction(torch.autograd.Function):
         grad_z = grad_y * scale.to(grad_y.dtype)
         grad_y2 = grad_y.reshape(-1, grad_y.shape[-1])
         # c_j = Σ_b ∂L/∂y_bj · z_bj is ∂L/∂(g_j/‖v_j‖); from it ∇g and the norm's share of ∇v follow.
-        c = _slice_dot(grad_y2.t(), z.reshape(-1, z.shape[-1]).t(), 1, acc)
+        c = _slice_dot(grad_y2, z.reshape(-1, z.shape[-1]), 1, acc)
         grad_x = grad_v = grad_g = grad_b = None
         if ctx.needs_input_grad[0]:
             grad_x = grad_z.matmul(v)

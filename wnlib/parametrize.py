@@ -284,7 +284,7 @@ def _translate_state(
         state[g_key] = g.reshape(expected)
         return
     saved = _saved_dim(g) if g.ndim == v.ndim else None
-    hint = f"; it looks saved with dim={saved}: build this layer with dim={saved}" if saved else ""
+    hint = "" if saved is None else f"; it looks saved with dim={saved}: build this layer with dim={saved}"
     raise ValueError(
         f"{g_key} has shape {tuple(g.shape)}, which does not fit weight norm over dim={spec.dim} of "
         f"{name!r} with shape {tuple(v.shape)} (expected {tuple(expected)} or "

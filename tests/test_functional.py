@@ -1,0 +1,154 @@
+"""The PyTorch op against autograd of the naive formula, gradcheck, and the NumPy reference."""
+
+import hypothesis.strategies as st
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+
+from wnlib import functional as wnf
+from wnlib import reference as ref
+
+TOL = {torch.float64: 1e-10, torch.float32: 2e-5, torch.bfloat16: 2e-2}
+
+
+def naive(v: torch.Tensor, g: torch.Tensor, dim: int | None, eps: float = wnf.DEFAULT_EPS) -> torch.Tensor:
+    """w = g v/‖v‖ in plain autograd ops (float64 oracle)."""
+    if dim is None:
+        return g * v / torch.sqrt((v * v).sum() + eps)
+    reduce = [d for d in range(v.ndim) if d != dim % v.ndim]
+    n = torch.sqrt((v * v).sum(reduce, keepdim=True) + eps)
+    shape = [1] * v.ndim
+    shape[dim % v.ndim] = -1
+    return g.reshape(shape) * v / n
+
+
+def make(shape, dim, dtype=torch.float64, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    v = torch.randn(shape, generator=gen, dtype=torch.float64)
+    n = 1 if dim is None else shape[dim]
+    g = torch.rand(n, generator=gen, dtype=torch.float64) + 0.5
+    g = g.reshape(()) if dim is None else g
+    return v.to(dtype).requires_grad_(), g.to(dtype).requires_grad_()
+
+
+CASES = [((5, 3), 0), ((5, 3), 1), ((5, 3), -1), ((4, 3, 2, 2), 0), ((3, 4, 2, 2), 1), ((4, 3, 2), None)]
+
+
+@pytest.mark.parametrize("shape, dim", CASES)
+def test_gradcheck_float64(shape, dim):
+    v, g = make(shape, dim)
+    assert torch.autograd.gradcheck(lambda v, g: wnf.weight_norm(v, g, dim), (v, g))
+
+
+@pytest.mark.parametrize("shape, dim", CASES)
+def test_matches_naive_autograd_and_reference(shape, dim):
+    v, g = make(shape, dim)
+    upstream = torch.randn(shape, dtype=torch.float64)
+    w = wnf.weight_norm(v, g, dim)
+    gv, gg = torch.autograd.grad(w, (v, g), upstream)
+    w0 = naive(v, g, dim)
+    gv0, gg0 = torch.autograd.grad(w0, (v, g), upstream)
+    torch.testing.assert_close(w, w0, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(gv, gv0, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(gg, gg0, rtol=1e-10, atol=1e-12)
+    # and against the NumPy reference, written independently from the paper's equations
+    vn, gn, un = v.detach().numpy(), g.detach().numpy(), upstream.numpy()
+    np.testing.assert_allclose(w.detach().numpy(), ref.weight(vn, gn, dim), rtol=1e-12)
+    np.testing.assert_allclose(gv.numpy(), ref.grad_v(un, vn, gn, dim), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(gg.numpy(), ref.grad_g(un, vn, dim), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape, dim", CASES)
+def test_norm_of_w_equals_g_and_grad_v_orthogonal_to_v(shape, dim):
+    v, g = make(shape, dim)
+    w = wnf.weight_norm(v, g, dim)
+    reduce = list(range(v.ndim)) if dim is None else [d for d in range(v.ndim) if d != dim % v.ndim]
+    torch.testing.assert_close(torch.linalg.vector_norm(w, dim=reduce), g.detach(), rtol=1e-10, atol=0)
+    (gv,) = torch.autograd.grad(w, v, torch.randn_like(w))
+    dots = (gv * v).sum(reduce)
+    scale = torch.linalg.vector_norm(gv, dim=reduce) * torch.linalg.vector_norm(v, dim=reduce)
+    assert torch.all(dots.abs() <= 1e-10 * scale)  # exact up to eps/‖v‖² and rounding
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    shape=st.lists(st.integers(1, 6), min_size=1, max_size=4),
+    dim_choice=st.integers(-5, 4),
+    use_none=st.booleans(),
+    dtype=st.sampled_from([torch.float32, torch.float64, torch.bfloat16]),
+    keepdim_g=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_property_any_shape_dim_dtype(shape, dim_choice, use_none, dtype, keepdim_g, seed):
+    shape = tuple(shape)
+    dim = None if use_none else dim_choice % len(shape) - (len(shape) if dim_choice < 0 else 0)
+    v64, g64 = make(shape, dim, seed=seed)
+    v, g = v64.detach().to(dtype).requires_grad_(), g64.detach().to(dtype)
+    if keepdim_g and dim is not None:
+        g = g.reshape(wnf.slice_shape(v, dim % len(shape)))
+    g.requires_grad_()
+    upstream = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    w = wnf.weight_norm(v, g, dim)
+    assert w.dtype == dtype and w.shape == v.shape
+    gv, gg = torch.autograd.grad(w, (v, g), upstream.to(dtype))
+    assert gv.dtype == dtype and gv.shape == v.shape and gg.shape == g.shape
+    # oracle: float64 reference on the same (rounded) inputs
+    vn, gn = v.detach().double().numpy(), g.detach().double().reshape(-1).numpy()
+    gn = gn.reshape(()) if dim is None else gn
+    un = upstream.to(dtype).double().numpy()
+    tol = TOL[dtype]
+    np.testing.assert_allclose(w.detach().double().numpy(), ref.weight(vn, gn, dim), rtol=tol, atol=tol)
+    scale = max(1.0, float(np.abs(ref.grad_v(un, vn, gn, dim)).max()))
+    np.testing.assert_allclose(gv.double().numpy(), ref.grad_v(un, vn, gn, dim), rtol=tol, atol=tol * scale)
+    np.testing.assert_allclose(
+        gg.double().reshape(-1).numpy(), np.reshape(ref.grad_g(un, vn, dim), -1), rtol=tol, atol=tol * scale
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_norm_accumulates_in_float32(dtype):
+    # 4096 equal entries: a half-precision running sum would stall long before the end
+    v = torch.full((2, 4096), 0.5, dtype=dtype)
+    n = wnf.slice_norm(v, 0)
+    assert n.dtype == torch.float32
+    torch.testing.assert_close(n, torch.full((2,), 32.0), rtol=1e-6, atol=0)
+
+
+def test_zero_vector_gives_finite_output_and_gradients():
+    v = torch.zeros(3, 4, requires_grad=True)
+    g = torch.ones(3, requires_grad=True)
+    w = wnf.weight_norm(v, g)
+    assert torch.all(w == 0)
+    gv, gg = torch.autograd.grad(w.sum(), (v, g))
+    assert torch.isfinite(gv).all() and torch.isfinite(gg).all()
+    assert torch.all(gg == 0)
+
+
+def test_backend_switch():
+    assert wnf.get_backend() == "auto"
+    with wnf.use_backend("torch"):
+        assert wnf.get_backend() == "torch"
+    assert wnf.get_backend() == "auto"
+    with pytest.raises(ValueError, match="unknown backend 'cuda'"):
+        wnf.set_backend("cuda")
+
+
+@pytest.mark.parametrize("batch", [3, 40])  # fewer rows than inputs (w never formed), and more
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_matches_naive(batch, bias):
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(batch, 8, dtype=torch.float64, generator=gen, requires_grad=True)
+    v, g = make((5, 8), 0)
+    b = torch.randn(5, dtype=torch.float64, generator=gen, requires_grad=bias) if bias else None
+    inputs = (x, v, g, b) if bias else (x, v, g)
+    assert torch.autograd.gradcheck(lambda *a: wnf.linear(*a[:3], a[3] if bias else None), inputs)
+    y = wnf.linear(x, v, g, b)
+    y0 = torch.nn.functional.linear(x, naive(v, g, 0), b)
+    torch.testing.assert_close(y, y0, rtol=1e-12, atol=1e-12)
+
+
+def test_linear_with_extra_batch_dims():
+    x = torch.randn(2, 3, 8, dtype=torch.float64, requires_grad=True)
+    v, g = make((5, 8), 0)
+    assert torch.autograd.gradcheck(lambda x, v, g: wnf.linear(x, v, g), (x, v, g))
