@@ -6,11 +6,16 @@ The reparameterization w = g · v / ‖v‖ (eq. 2) as
 - :func:`wnlib.functional.weight_norm`: the PyTorch op with the paper's backward (Triton kernels on GPU);
 - :func:`weight_norm` / :func:`remove_weight_norm`: weight norm on any module, a drop-in for
   ``torch.nn.utils.parametrizations.weight_norm``;
-- :mod:`wnlib.nn`: weight-normalized ``Linear``, ``Conv*d`` and ``ConvTranspose*d`` layers.
+- :mod:`wnlib.nn`: weight-normalized ``Linear``, ``Conv*d`` and ``ConvTranspose*d`` layers, and
+  ``MeanOnlyBatchNorm`` (§4);
+- :func:`data_dependent_init`: the paper's initialization (§3), consistent across processes;
+- :func:`fold_for_inference`: weight norm and mean-only batch norm folded into plain layers.
 """
 
 from wnlib import functional, nn, reference
 from wnlib.functional import use_backend
+from wnlib.init import InitReport, LayerInit, data_dependent_init
+from wnlib.mean_only_bn import fold_for_inference, fold_mean_only_bn
 from wnlib.parametrize import (
     is_weight_normed,
     remove_weight_norm,
@@ -22,6 +27,11 @@ from wnlib.parametrize import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "InitReport",
+    "LayerInit",
+    "data_dependent_init",
+    "fold_for_inference",
+    "fold_mean_only_bn",
     "functional",
     "is_weight_normed",
     "nn",

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from wnlib import functional
 from wnlib.functional import DEFAULT_EPS, slice_norm
+from wnlib.mean_only_bn import MeanOnlyBatchNorm
 from wnlib.parametrize import (
     _DEFAULT_DIM,
     WeightNormMixin,
@@ -35,6 +36,7 @@ __all__ = [
     "ConvTranspose2d",
     "ConvTranspose3d",
     "Linear",
+    "MeanOnlyBatchNorm",
     "WeightNormLayer",
 ]
 

@@ -1,0 +1,148 @@
+"""Mean-only batch normalization (Salimans & Kingma 2016, §4), and folding it away for inference.
+
+Weight norm fixes the scale of each unit's pre-activation t = w·x but not its mean. Mean-only batch
+norm subtracts the minibatch mean and adds a learned bias (eq. 7),
+
+    y = t − μ[t] + b,
+
+without dividing by the minibatch standard deviation. Its backward centres the gradient (eq. 8),
+
+    ∇t L = ∇y L − μ[∇y L],
+
+so it adds less noise than full batch norm: the mean of a minibatch is approximately Gaussian, while the
+standard-deviation estimate of full batch norm gives noise the paper calls highly kurtotic. The
+Mean-only batch norm chapter measures both.
+
+:func:`fold_mean_only_bn` merges a weight-normalized layer and the mean-only batch norm after it into one
+plain layer with w = g·v/‖v‖ and b' = b − running_mean + β, for zero-overhead inference.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+from torch import Tensor, nn
+
+from wnlib.parametrize import is_weight_normed, remove_weight_norm
+
+
+class MeanOnlyBatchNorm(nn.Module):
+    """y = x − μ[x] + b per feature (eq. 7); the feature axis is 1, as in ``torch.nn.BatchNorm*``.
+
+    Args:
+        num_features: C in inputs of shape (N, C) or (N, C, *).
+        momentum: weight of the current batch in the running mean,
+            ``running_mean = (1 − momentum)·running_mean + momentum·μ`` (torch's convention); ``None``
+            keeps a cumulative average instead.
+
+    In training the minibatch mean over N and all positions is subtracted and the running mean updated;
+    in eval mode the running mean is subtracted. The state_dict has ``bias``, ``running_mean`` and
+    ``num_batches_tracked``, like ``BatchNorm`` without its weight and variance.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        momentum: float | None = 0.1,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if num_features < 1:
+            raise ValueError(f"num_features must be positive, got {num_features}")
+        if momentum is not None and not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must be in [0, 1] or None, got {momentum}")
+        self.num_features = num_features
+        self.momentum = momentum
+        kw = {"device": device, "dtype": dtype}
+        self.bias = nn.Parameter(torch.zeros(num_features, **kw))
+        self.register_buffer("running_mean", torch.zeros(num_features, **kw))
+        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device))
+
+    def reset_running_stats(self) -> None:
+        self.running_mean.zero_()
+        self.num_batches_tracked.zero_()
+
+    def reset_parameters(self) -> None:
+        self.reset_running_stats()
+        nn.init.zeros_(self.bias)
+
+    def _feature_shape(self, x: Tensor) -> list[int]:
+        if x.ndim < 2 or x.shape[1] != self.num_features:
+            raise ValueError(
+                f"MeanOnlyBatchNorm({self.num_features}) expects input of shape (N, {self.num_features}) "
+                f"or (N, {self.num_features}, *), got {tuple(x.shape)}"
+            )
+        return [1, self.num_features] + [1] * (x.ndim - 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        shape = self._feature_shape(x)
+        if not self.training:
+            return x - (self.running_mean - self.bias).view(shape)
+        reduce = [0, *range(2, x.ndim)]
+        if x.numel() // self.num_features < 2:
+            raise ValueError(
+                "MeanOnlyBatchNorm needs more than 1 value per feature in training, "
+                f"got input of shape {tuple(x.shape)}"
+            )
+        mu = x.mean(reduce)
+        self._update_running_mean(mu.detach())
+        return x - mu.view(shape) + self.bias.view(shape)
+
+    @torch.no_grad()
+    def _update_running_mean(self, mu: Tensor) -> None:
+        self.num_batches_tracked += 1
+        m = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        self.running_mean.lerp_(mu.to(self.running_mean.dtype), m)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, momentum={self.momentum}"
+
+
+def fold_mean_only_bn(layer: nn.Module, bn: MeanOnlyBatchNorm) -> nn.Module:
+    """Merge ``layer`` (weight-normalized or plain, with output features on axis 1) and the mean-only
+    batch norm after it into ``layer`` itself, as a plain layer for inference.
+
+    In eval mode the pair computes w·x + b − running_mean + β, so the folded layer has weight
+    w = g·v/‖v‖ (weight norm removed) and bias b − running_mean + β. ``layer`` is changed in place and
+    returned; use it in place of the pair.
+    """
+    if is_weight_normed(layer, "weight"):
+        remove_weight_norm(layer, "weight")
+    weight = getattr(layer, "weight", None)
+    if not isinstance(weight, nn.Parameter):
+        raise TypeError(f"cannot fold into {type(layer).__name__}: it has no weight parameter")
+    out_features = getattr(layer, "out_features", None) or getattr(layer, "out_channels", None)
+    if out_features != bn.num_features:
+        raise ValueError(
+            f"{type(layer).__name__} has {out_features} outputs but the batch norm has {bn.num_features}"
+        )
+    with torch.no_grad():
+        shift = (bn.bias - bn.running_mean).to(weight.dtype)
+        if layer.bias is None:
+            layer.bias = nn.Parameter(shift.clone())
+        else:
+            layer.bias.add_(shift)
+    return layer
+
+
+def fold_for_inference(model: nn.Module) -> nn.Module:
+    """Remove every trace of weight norm and mean-only batch norm from ``model``, in place.
+
+    Inside every ``nn.Sequential``, a layer directly followed by :class:`MeanOnlyBatchNorm` is folded with
+    it (:func:`fold_mean_only_bn`) and the batch norm replaced by ``nn.Identity``; every other
+    weight-normalized parameter is folded by :func:`wnlib.remove_weight_norm`. Mean-only batch norms
+    anywhere else are left in place (fold those pairs yourself). The model should be in eval mode first.
+    """
+    for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
+        names = list(seq._modules)
+        for first, second in itertools.pairwise(names):
+            layer, bn = seq._modules[first], seq._modules[second]
+            if isinstance(bn, MeanOnlyBatchNorm) and hasattr(layer, "weight"):
+                fold_mean_only_bn(layer, bn)
+                seq._modules[second] = nn.Identity()
+    for module in model.modules():
+        for name in list(module.__dict__.get("_weight_norm", {})):
+            remove_weight_norm(module, name)
+    return model
