@@ -1,0 +1,107 @@
+# Build and check the Weight Normalization book.
+#
+#   make book    set up .venv and the offline browser assets, build the HTML into _build/html
+#   make test    the same setup, then: lint, unit tests, nbval, book build, browser test
+#
+# `make -k test` runs every step even when an earlier one fails.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+JOBS ?= 2
+VENV := .venv
+BIN := $(VENV)/bin
+# Re-install when the requirements or the package metadata change.
+PY_STAMP := $(VENV)/.book-installed
+NPM_STAMP := node_modules/.book-installed
+# Served as _static/ by Sphinx (html_static_path in _config.yml). Not named _static on purpose:
+# Jupyter Book injects every .js/.css found in a top-level _static/ into every page.
+VENDOR := _vendor
+VENDOR_STAMP := $(VENDOR)/mathjax/tex-mml-chtml.js
+WIDGETS_DIST := node_modules/@jupyter-widgets/html-manager/dist
+
+# Prints how long each step took, e.g. "==> nbval: 41 s".
+TIMED = TIMEFORMAT="==> $@: %0R s"; time
+
+.PHONY: help setup assets book test lint unit nbval site clean distclean
+
+help:
+	@echo "make book       build the HTML into _build/html (sets up .venv and assets first)"
+	@echo "make test       lint, unit tests, nbval, book build, browser test"
+	@echo "make lint       ruff check ."
+	@echo "make unit       pytest unit tests in tests/ (not the browser test)"
+	@echo "make nbval      re-execute every book notebook and compare its outputs"
+	@echo "make site       browser test of the built site (needs make book first)"
+	@echo "make clean      remove the build, the browser assets and test artifacts"
+	@echo "make distclean  clean, and remove .venv too"
+
+# --- setup -----------------------------------------------------------------------------------
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(PY_STAMP): requirements.txt pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --disable-pip-version-check -r requirements.txt -e .
+	@# Build matplotlib's font cache now. Otherwise the first notebook to import matplotlib
+	@# prints "building the font cache" to stderr and nbval sees an output the notebook lacks.
+	MPLBACKEND=Agg $(BIN)/python -c "import matplotlib.pyplot"
+	touch $@
+
+setup: $(PY_STAMP)
+
+# MathJax, require.js and the ipywidgets embed manager, pinned by package-lock.json.
+$(NPM_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+$(VENDOR_STAMP): $(NPM_STAMP)
+	rm -rf $(VENDOR)
+	mkdir -p $(VENDOR)/widgets
+	cp -R node_modules/mathjax/es5/. $(VENDOR)/mathjax/
+	cp node_modules/mathjax/LICENSE $(VENDOR)/mathjax/
+	cp node_modules/requirejs/require.js $(VENDOR)/widgets/
+	cp $(WIDGETS_DIST)/embed-amd.js $(WIDGETS_DIST)/embed.js.LICENSE.txt $(VENDOR)/widgets/
+	@# The widget bundle's icon fonts, referenced relative to embed-amd.js.
+	cp $(WIDGETS_DIST)/*.woff2 $(WIDGETS_DIST)/*.woff $(WIDGETS_DIST)/*.ttf \
+	   $(WIDGETS_DIST)/*.eot $(WIDGETS_DIST)/*.svg $(VENDOR)/widgets/
+	touch $@
+
+assets: $(VENDOR_STAMP)
+
+# --- the book --------------------------------------------------------------------------------
+
+# --all: a full rebuild every time, so a warning in an unchanged page still fails the build.
+book: $(PY_STAMP) $(VENDOR_STAMP)
+	@$(TIMED) $(BIN)/jupyter-book build . --all -W -n --keep-going
+	@echo
+	@echo "The book is in _build/html. Open file://$(CURDIR)/_build/html/index.html"
+	@echo "or serve it: $(BIN)/python -m http.server -d _build/html 8000"
+
+# --- checks ----------------------------------------------------------------------------------
+
+test: lint unit nbval book site
+
+lint: $(PY_STAMP)
+	@$(TIMED) $(BIN)/ruff check .
+
+# The browser test is deselected here by the `-m "not browser"` default in pyproject.toml.
+unit: $(PY_STAMP)
+	@$(TIMED) $(BIN)/pytest -n $(JOBS) tests
+
+# Strict nbval: every output is compared, after book/_sanitize.cfg masks addresses, timings and
+# paths. --dist loadscope keeps each notebook's cells on one worker (they share a kernel).
+nbval: $(PY_STAMP)
+	@$(TIMED) $(BIN)/pytest --nbval --nbval-current-env \
+	    --nbval-sanitize-with book/_sanitize.cfg -n $(JOBS) --dist loadscope book/
+
+# Needs the built site (make book). Screenshots go to artifacts/screenshots/.
+site: $(PY_STAMP)
+	@$(TIMED) $(BIN)/pytest -m browser tests/test_site.py
+
+clean:
+	rm -rf _build $(VENDOR) node_modules artifacts .pytest_cache
+
+distclean: clean
+	rm -rf $(VENV)
