@@ -387,6 +387,12 @@ def make_plan(
     )
 
 
+@functools.lru_cache(maxsize=1024)
+def default_plan(A: int, S: int, B: int, elem_size: int, n_sm: int) -> Plan:
+    """:func:`make_plan` without overrides, memoized (the host code runs on every call)."""
+    return make_plan(A, S, B, elem_size, n_sm)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Host side
 # ---------------------------------------------------------------------------------------------------
@@ -451,6 +457,13 @@ def _check(v: Tensor, g: Tensor, dim: int | None, S: int, others: tuple[Tensor, 
         )
 
 
+def _flat(t: Tensor) -> Tensor:
+    """``t`` as a contiguous 1-d tensor (no op, and no dispatch, when it already is one)."""
+    if t.ndim != 1:
+        t = t.reshape(-1)
+    return t if t.is_contiguous() else t.contiguous()
+
+
 def _launch(kernel: Any, grid: tuple[int, int], *args: Any, **meta: Any) -> None:
     """Launch ``kernel`` on ``grid``. A single seam: :mod:`wnlib.kernels.compile_check` replaces it to
     record launches (with ``meta``-device tensors) and compile them for a GPU that is not present."""
@@ -478,9 +491,9 @@ def forward(
         norm.fill_(math.sqrt(eps))
         return w, norm
     v_c = v.contiguous()
-    g_c = g.reshape(-1).contiguous()
+    g_c = _flat(g)
     if plan is None:
-        plan = make_plan(A, S, B, v.element_size(), _n_sm(v.device))
+        plan = default_plan(A, S, B, v.element_size(), _n_sm(v.device))
     idx64 = v.numel() >= 2**31 - 1
     grid = grid_for(plan, S)
     common = dict(LAYOUT=plan.layout, BLOCK_S=plan.block_s, BLOCK_K=plan.block_k, IDX64=idx64)
@@ -546,12 +559,12 @@ def backward(
     grad_g = torch.empty(S, dtype=g.dtype, device=v.device)
     if S == 0 or L == 0:
         return grad_v, grad_g.zero_().reshape(g.shape)
-    gw_c = grad_w.to(v.dtype).contiguous()
+    gw_c = (grad_w if grad_w.dtype == v.dtype else grad_w.to(v.dtype)).contiguous()
     v_c = v.contiguous()
-    g_c = g.reshape(-1).contiguous()
-    norm_c = norm.reshape(-1).to(acc_dtype).contiguous()
+    g_c = _flat(g)
+    norm_c = _flat(norm if norm.dtype == acc_dtype else norm.to(acc_dtype))
     if plan is None:
-        plan = make_plan(A, S, B, v.element_size(), _n_sm(v.device))
+        plan = default_plan(A, S, B, v.element_size(), _n_sm(v.device))
     idx64 = v.numel() >= 2**31 - 1
     grid = grid_for(plan, S)
     common = dict(LAYOUT=plan.layout, BLOCK_S=plan.block_s, BLOCK_K=plan.block_k, IDX64=idx64)
@@ -594,4 +607,4 @@ def backward(
         num_warps=plan.num_warps,
         **common,
     )
-    return grad_v, grad_g.reshape(g.shape)
+    return grad_v, grad_g if g.ndim == 1 else grad_g.reshape(g.shape)
