@@ -81,3 +81,33 @@ def test_pipeline_on_cpu_under_the_interpreter() -> None:
     text = bench_gpu.render(env, rows, layers, repeats=1)
     assert "**TEST GPU**" in text and "| 8×16 | float32 | triton |" in text
     assert "| Linear 4×16→8 | float32 | nn.Linear |" in text
+
+
+def test_sweep_overrides_make_valid_plans() -> None:
+    pytest.importorskip("triton", reason="Triton is not installed")
+    from wnlib.kernels import triton_wn
+
+    for case in bench_gpu.sweep_cases():
+        A, S, B = triton_wn.view_3d(case.shape, case.dim)
+        overrides = bench_gpu.sweep_overrides(A, S, B)
+        assert len(overrides) >= 4
+        plans = {triton_wn.make_plan(A, S, B, 4, 132, **o) for o in overrides}
+        assert len(plans) >= 4  # distinct alternatives, not one plan many times
+
+
+def test_sweep_pipeline_on_cpu_under_the_interpreter() -> None:
+    pytest.importorskip("triton", reason="Triton is not installed")
+    from wnlib.kernels import triton_wn
+
+    if not triton_wn.interpreted():
+        pytest.skip("needs TRITON_INTERPRET=1 to run the kernels on CPU")
+    cpu = torch.device("cpu")
+    timer = bench_gpu.Timer(cpu, repeats=1, warmup=0, flush_bytes=1024)
+    rows = []
+    for shape, dim in [((4, 40), 0), ((40, 6), 1), ((6, 10), None)]:
+        case = bench_gpu.WeightCase("x".join(map(str, shape)), shape, dim, torch.float32)
+        rows += bench_gpu.run_sweep_case(case, timer, cpu)
+    assert rows[0]["plan"] == "default"
+    assert all(r["err"] < 1e-5 for r in rows)
+    env = dict(gpu="G", torch="t", triton="tr", cuda="c", python="p", date="d")
+    assert "Launch-plan sweep" in bench_gpu.render(env, [], [], 1, rows)

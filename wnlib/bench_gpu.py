@@ -1,6 +1,6 @@
 """GPU benchmark of the fused Triton weight-norm kernels against a copy, PyTorch ops and torch's kernel.
 
-    python -m wnlib.bench_gpu [--out book/data/bench_gpu.md] [--quick] [--repeats N]
+    python -m wnlib.bench_gpu [--out book/data/bench_gpu.md] [--quick] [--repeats N] [--sweep]
 
 Needs a CUDA GPU and Triton. In one run, for weight shapes from 256×256 to 16384×16384 (float32, and
 bfloat16 for the large ones) and a 512×512×3×3 conv weight, all normalized along ``dim=0``, it times
@@ -22,7 +22,9 @@ method, so "% copy" compares them on one scale with the copy measured in the sam
 the largest difference from ``torch._weight_norm`` relative to the largest magnitude.
 
 The table (with the GPU's name, torch, Triton and CUDA versions) is printed and written as Markdown to
-``--out`` for the Implementation chapter.
+``--out`` for the Implementation chapter. ``--sweep`` adds a table of the Triton kernels under other
+launch plans (tile sizes, warps, split), to check or retune :func:`wnlib.kernels.triton_wn.make_plan`
+on the GPU at hand.
 """
 
 from __future__ import annotations
@@ -250,6 +252,126 @@ def run_weight_case(case: WeightCase, timer: Timer, device: torch.device) -> lis
 
 
 # --------------------------------------------------------------------------------------------------
+# Plan sweep (--sweep): alternatives to the default tiles, to tune make_plan on a given GPU
+# --------------------------------------------------------------------------------------------------
+
+
+def sweep_cases(quick: bool = False) -> list[WeightCase]:
+    """Rows (dim 0), columns (dim 1) and one long slice (dim None) at sizes where bandwidth matters."""
+    f32, bf16 = torch.float32, torch.bfloat16
+    cases = [
+        WeightCase("4096×4096", (4096, 4096), 0, f32),
+        WeightCase("4096×4096", (4096, 4096), 1, f32),
+        WeightCase("4096×4096", (4096, 4096), None, f32),
+    ]
+    if not quick:
+        cases += [
+            WeightCase("16384×16384", (16384, 16384), 0, f32),
+            WeightCase("16384×16384", (16384, 16384), 0, bf16),
+            WeightCase("16384×16384", (16384, 16384), 1, f32),
+        ]
+    return cases
+
+
+def sweep_overrides(A: int, S: int, B: int) -> list[dict[str, int]]:
+    """Plan overrides to try (besides the default) for an (A, S, B) problem: tile height/width, warps,
+    split or not. Pure function of the shape, so it is testable without a GPU."""
+
+    def pow2(n: int) -> int:
+        return 1 if n <= 1 else 1 << (n - 1).bit_length()
+
+    L = A * B
+    out: list[dict[str, int]] = []
+    if S == 1:  # one long slice: how many programs share it
+        for split in (132, 264, 528, 1056):
+            for block_k in (4096, 16384):
+                out.append(dict(block_k=block_k, split=split))
+    elif A == 1:  # rows
+        for block_k in sorted({min(pow2(L), k) for k in (4096, 8192, 16384)}):
+            for num_warps in (4, 8, 16, 32):
+                out.append(dict(block_k=block_k, num_warps=num_warps, split=1))
+    else:  # columns (and middle dims)
+        for block_s in (4, 8, 16, 32):
+            block_k = min(pow2(L), max(1, 16384 // block_s))
+            for num_warps in (8, 16):
+                out.append(dict(block_s=block_s, block_k=block_k, num_warps=num_warps, split=1))
+                out.append(dict(block_s=block_s, block_k=min(block_k, 128), num_warps=num_warps))
+    return out
+
+
+def run_sweep_case(case: WeightCase, timer: Timer, device: torch.device) -> list[dict]:
+    """Triton forward/backward time for the default plan and each of :func:`sweep_overrides`."""
+    from wnlib.kernels import triton_wn as T
+
+    torch.manual_seed(0)
+    v = torch.randn(case.shape, device=device, dtype=case.dtype)
+    g = torch.rand(1 if case.dim is None else case.shape[case.dim], device=device, dtype=case.dtype) + 0.5
+    grad_w = torch.randn_like(v)
+    fwd_bytes, bwd_bytes = traffic_bytes(case.shape, case.dim, case.dtype)
+    copy_ms = timer(functools.partial(torch.empty_like(v).copy_, v))
+    copy_gbs = bandwidth_gbs(2 * v.numel() * v.element_size(), copy_ms)
+    A, S, B = T.view_3d(case.shape, case.dim)
+    n_sm = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+    default = T.make_plan(A, S, B, v.element_size(), n_sm)
+    w_ref, norm_ref = T.forward(v, g, case.dim, EPS, plan=default)
+    grad_ref = T.backward(grad_w, v, g, norm_ref, case.dim, plan=default)[0]
+    rows = []
+    plans = [("default", default)]
+    plans += [("", T.make_plan(A, S, B, v.element_size(), n_sm, **o)) for o in sweep_overrides(A, S, B)]
+    seen = set()
+    for label, plan in plans:
+        if plan in seen:
+            continue
+        seen.add(plan)
+        try:  # a plan that fails (to compile, say) is reported, not fatal: the sweep is exploratory
+            w, norm = T.forward(v, g, case.dim, EPS, plan=plan)
+            grad_v = T.backward(grad_w, v, g, norm, case.dim, plan=plan)[0]
+            err: float | str = max(rel_err(w, w_ref), rel_err(grad_v, grad_ref))
+            fwd_ms = timer(lambda plan=plan: T.forward(v, g, case.dim, EPS, plan=plan))
+            bwd_ms = timer(lambda plan=plan: T.backward(grad_w, v, g, norm_ref, case.dim, plan=plan))
+        except Exception as exc:
+            err = f"failed: {type(exc).__name__}"
+            fwd_ms = bwd_ms = float("nan")
+        rows.append(
+            dict(
+                weight=case.name,
+                dim=str(case.dim),
+                dtype=str(case.dtype).removeprefix("torch."),
+                plan=label,
+                block_s=plan.block_s,
+                block_k=plan.block_k,
+                split=plan.split,
+                warps=plan.num_warps,
+                one_tile="yes" if plan.one_tile else "no",
+                fwd_ms=fwd_ms,
+                fwd_pct=100 * bandwidth_gbs(fwd_bytes, fwd_ms) / copy_gbs,
+                bwd_ms=bwd_ms,
+                bwd_pct=100 * bandwidth_gbs(bwd_bytes, bwd_ms) / copy_gbs,
+                err=err,
+            )
+        )
+    return rows
+
+
+SWEEP_COLUMNS = [
+    ("weight", "weight"),
+    ("dim", "dim"),
+    ("dtype", "dtype"),
+    ("plan", "plan"),
+    ("block_s", "block_s"),
+    ("block_k", "block_k"),
+    ("split", "split"),
+    ("warps", "warps"),
+    ("one tile", "one_tile"),
+    ("fwd ms", "fwd_ms"),
+    ("fwd % copy", "fwd_pct"),
+    ("bwd ms", "bwd_ms"),
+    ("bwd % copy", "bwd_pct"),
+    ("max err", "err"),
+]
+
+
+# --------------------------------------------------------------------------------------------------
 # Layer benchmark
 # --------------------------------------------------------------------------------------------------
 
@@ -370,8 +492,14 @@ def environment() -> dict[str, str]:
     }
 
 
-def render(env: dict[str, str], weight_rows: list[dict], layer_rows: list[dict], repeats: int) -> str:
-    """The Markdown report: header, weight-norm table, layer table."""
+def render(
+    env: dict[str, str],
+    weight_rows: list[dict],
+    layer_rows: list[dict],
+    repeats: int,
+    sweep_rows: Sequence[dict] = (),
+) -> str:
+    """The Markdown report: header, weight-norm table, layer table (and the plan sweep, if run)."""
     head = (
         f"Measured on **{env['gpu']}**, torch {env['torch']}, Triton {env['triton']}, CUDA {env['cuda']}, "
         f"Python {env['python']}, {env['date']}; `python -m wnlib.bench_gpu`. Median of {repeats} calls "
@@ -387,10 +515,18 @@ def render(env: dict[str, str], weight_rows: list[dict], layer_rows: list[dict],
     layers = format_table(
         [h for h, _ in LAYER_COLUMNS], [[r[k] for _, k in LAYER_COLUMNS] for r in layer_rows]
     )
-    return (
+    text = (
         f"{head}\n\n### Weight norm alone (dim 0)\n\n{weights}\n"
         f"### A weight-normalized Linear layer, forward + backward\n\n{layers}"
     )
+    if sweep_rows:
+        sweep = format_table(
+            [h for h, _ in SWEEP_COLUMNS], [[r[k] for _, k in SWEEP_COLUMNS] for r in sweep_rows]
+        )
+        text += (
+            "\n### Launch-plan sweep (Triton kernels only; `max err` against the default plan)\n\n" + sweep
+        )
+    return text
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -400,6 +536,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--quick", action="store_true", help="up to 4096×4096, fewer repeats")
     parser.add_argument("--repeats", type=int, default=50, help="timed calls per measurement (default 50)")
+    parser.add_argument(
+        "--sweep", action="store_true", help="also time alternative launch plans (block sizes, warps, split)"
+    )
     args = parser.parse_args(argv)
 
     if not torch.cuda.is_available():
@@ -431,7 +570,13 @@ def main(argv: list[str] | None = None) -> None:
         layer_rows += run_layer_case(case, timer, device)
         print(f"  measured {case.name} {case.dtype}", flush=True)
         torch.cuda.empty_cache()
-    text = render(env, weight_rows, layer_rows, repeats)
+    sweep_rows: list[dict] = []
+    if args.sweep:
+        for case in sweep_cases(args.quick):
+            sweep_rows += run_sweep_case(case, timer, device)
+            print(f"  swept {case.name} dim {case.dim} {case.dtype}", flush=True)
+            torch.cuda.empty_cache()
+    text = render(env, weight_rows, layer_rows, repeats, sweep_rows)
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)

@@ -335,12 +335,14 @@ def make_plan(
     block_s: int | None = None,
     block_k: int | None = None,
     split: int | None = None,
+    num_warps: int | None = None,
 ) -> Plan:
     """Choose tile shape, split and warps for slices of ``L = A·B`` elements.
 
     ``n_sm`` is the number of streaming multiprocessors: slices are split over several programs only
-    when there are fewer than ``4·n_sm`` programs otherwise. ``block_s``, ``block_k`` and ``split``
-    override the heuristic (powers of two for the blocks); the tests use them to force every code path.
+    when there are fewer than ``4·n_sm`` programs otherwise. ``block_s``, ``block_k``, ``split`` and
+    ``num_warps`` override the heuristic (blocks and warps are powers of two); the tests use them to
+    force every code path, and ``python -m wnlib.bench_gpu --sweep`` to time alternatives on a GPU.
     """
     L = A * B
     layout = ROWS if A == 1 else COLUMNS if B == 1 else GENERAL
@@ -375,7 +377,10 @@ def make_plan(
     split = max(1, _cdiv(L, chunk))
     if split == 1:
         chunk = max(L, 1)
-    num_warps = max(1, min(16, (bs * bk) // 512))
+    if num_warps is None:
+        num_warps = max(1, min(16, (bs * bk) // 512))
+    elif num_warps < 1 or num_warps > 32 or num_warps & (num_warps - 1):
+        raise ValueError(f"num_warps must be a power of two from 1 to 32, got {num_warps}")
     return Plan(
         layout=layout,
         block_s=bs,
