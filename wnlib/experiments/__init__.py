@@ -1,0 +1,74 @@
+"""The paper's comparison of parameterizations (Salimans & Kingma 2016, §5.1), at CPU scale and in full.
+
+Used by the Experiments chapter and by ``python -m wnlib.experiments`` (see :mod:`.__main__`).
+
+- :mod:`.data`: digits and MNIST-1D offline; MNIST and CIFAR-10 downloaded and checksum-verified; ZCA;
+- :mod:`.params`: the six parameterizations behind one string, and their colours (:data:`PALETTE`);
+- :mod:`.models`: MLP, small convnet, the paper's CIFAR-10 network, under any parameterization;
+- :mod:`.schedule`: Adam's learning rate and β1 over training, as in the paper's code;
+- :mod:`.train`: one run, with a per-epoch table cached on disk by a hash of its configuration;
+- :mod:`.presets`: ``cpu-small``, ``cpu-digits`` and ``paper`` settings and learning rates;
+- :mod:`.results`: the parameterizations × seeds grid, summaries and Markdown tables.
+
+Example:
+    >>> from wnlib import experiments as ex
+    >>> results = ex.run_grid("cpu-small", seeds=(0, 1, 2))      # cached after the first time
+    >>> print(ex.markdown_table(ex.summarize(results)))
+"""
+
+from wnlib.experiments.cache import cache_dir
+from wnlib.experiments.data import (
+    DATASETS,
+    ZCA,
+    ChecksumError,
+    Dataset,
+    DownloadError,
+    load_dataset,
+)
+from wnlib.experiments.models import ARCHITECTURES, build_model, initialize
+from wnlib.experiments.params import PALETTE, PARAMETERIZATIONS, Parameterization, get_parameterization
+from wnlib.experiments.presets import CPU_LEARNING_RATES, PAPER_LEARNING_RATES, PRESETS, make_config
+from wnlib.experiments.results import (
+    curves,
+    epoch_costs,
+    lr_sweep,
+    markdown_table,
+    run_grid,
+    summarize,
+)
+from wnlib.experiments.schedule import AdamSchedule
+from wnlib.experiments.train import EpochResult, RunResult, TrainConfig, evaluate, fit, train
+
+__all__ = [
+    "ARCHITECTURES",
+    "CPU_LEARNING_RATES",
+    "DATASETS",
+    "PALETTE",
+    "PAPER_LEARNING_RATES",
+    "PARAMETERIZATIONS",
+    "PRESETS",
+    "ZCA",
+    "AdamSchedule",
+    "ChecksumError",
+    "Dataset",
+    "DownloadError",
+    "EpochResult",
+    "Parameterization",
+    "RunResult",
+    "TrainConfig",
+    "build_model",
+    "cache_dir",
+    "curves",
+    "epoch_costs",
+    "evaluate",
+    "fit",
+    "get_parameterization",
+    "initialize",
+    "load_dataset",
+    "lr_sweep",
+    "make_config",
+    "markdown_table",
+    "run_grid",
+    "summarize",
+    "train",
+]

@@ -1,0 +1,401 @@
+"""Training one configuration: Adam with the paper's schedule, a per-epoch result table, a disk cache.
+
+:func:`train` is what the Experiments chapter and the CLI call: it returns a :class:`RunResult` (one
+:class:`EpochResult` per epoch: train loss and error, test loss and error, wall time) and stores it on
+disk under a hash of the configuration (:mod:`wnlib.experiments.cache`), so calling it again with the
+same configuration returns the stored result without training. :func:`fit` trains without the cache and
+also returns the model.
+
+The procedure follows the paper's CIFAR-10 code (Salimans & Kingma 2016, §5.1): each epoch visits the
+training set once in a new random order in minibatches (the last incomplete one dropped); before the
+first step the parameterization's initialization runs on ``init_batch_size`` training examples (§3);
+Adam follows :class:`~wnlib.experiments.schedule.AdamSchedule`; the test error is measured after each
+epoch in eval mode.
+
+Under ``torchrun`` (a ``torch.distributed`` process group is initialized) training is data-parallel:
+each rank takes its share of every minibatch (``batch_size`` is the global size) from a
+``DistributedSampler``, gradients are averaged by ``DistributedDataParallel``, and the data-dependent
+init all-reduces its statistics so every rank starts from the same parameters.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
+
+import wnlib
+from wnlib.experiments import cache as _cache
+from wnlib.experiments.data import DATASETS, DOWNLOADED, check_name, load_dataset
+from wnlib.experiments.models import ARCHITECTURES, build_model, initialize
+from wnlib.experiments.params import get_parameterization
+from wnlib.experiments.schedule import AdamSchedule
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a run's result (the device aside). Build one with
+    :func:`wnlib.experiments.make_config`.
+
+    Attributes:
+        dataset: ``digits``, ``mnist1d``, ``mnist`` or ``cifar10``.
+        arch: ``mlp``, ``convnet`` or ``paper_cnn``.
+        param: the parameterization (see :mod:`wnlib.experiments.params`).
+        width: channel/unit multiplier of the network.
+        epochs: passes over the training set.
+        batch_size: minibatch size (global: split across ranks under torchrun).
+        lr: Adam's learning rate before the decay.
+        decay_start: fraction of training after which the rate decays linearly to 0 and β1 drops.
+        beta1, beta1_decay, beta2: Adam's β1 before and during the decay, and β2.
+        init_batch_size: training examples used by the data-dependent initialization (paper: 500).
+        init_scale: the data-dependent init's target scale of each pre-activation (paper: 1).
+        seed: seeds Python, NumPy and torch (model init, data order, noise and dropout).
+        split: ``"test"``, or ``"validation"`` to evaluate on a held-out 20% of the training set.
+        max_batches: stop each epoch after this many minibatches (for quick tests); None: all.
+    """
+
+    dataset: str = "mnist1d"
+    arch: str = "convnet"
+    param: str = "weightnorm"
+    width: float = 1.0
+    epochs: int = 10
+    batch_size: int = 100
+    lr: float = 0.003
+    decay_start: float = 0.5
+    beta1: float = 0.9
+    beta1_decay: float = 0.5
+    beta2: float = 0.999
+    init_batch_size: int = 500
+    init_scale: float = 1.0
+    seed: int = 0
+    split: str = "test"
+    max_batches: int | None = None
+
+    def __post_init__(self) -> None:
+        check_name(self.dataset, DATASETS, "dataset")
+        check_name(self.arch, ARCHITECTURES, "architecture")
+        check_name(self.split, ("test", "validation"), "split")
+        get_parameterization(self.param)
+        if self.epochs < 1 or self.batch_size < 1 or self.init_batch_size < 1:
+            raise ValueError("epochs, batch_size and init_batch_size must be positive")
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    """One row of a run's table. Errors are fractions in [0, 1]; ``seconds`` is the wall time of the
+    epoch's training pass (the evaluation's is ``eval_seconds``)."""
+
+    epoch: int
+    train_loss: float
+    train_error: float
+    test_loss: float
+    test_error: float
+    lr: float
+    beta1: float
+    seconds: float
+    eval_seconds: float
+
+
+@dataclass
+class RunResult:
+    """A finished run: its configuration, one :class:`EpochResult` per epoch, and where it ran.
+
+    ``cached`` says whether this object was read from the cache rather than trained now; it is not
+    stored.
+    """
+
+    config: TrainConfig
+    epochs: list[EpochResult]
+    device: str
+    world_size: int
+    wnlib_version: str
+    init_seconds: float
+    cached: bool = field(default=False, compare=False)
+
+    @property
+    def final_test_error(self) -> float:
+        return self.epochs[-1].test_error
+
+    @property
+    def seconds_per_epoch(self) -> float:
+        """Median training time per epoch (robust to the first epoch's warm-up and to noise)."""
+        return float(np.median([e.seconds for e in self.epochs]))
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The per-epoch table as a list of dicts."""
+        return [asdict(e) for e in self.epochs]
+
+    def to_markdown(self) -> str:
+        """The per-epoch table in Markdown (errors in %)."""
+        from wnlib.experiments.results import markdown_table
+
+        rows = [
+            {
+                "epoch": e.epoch,
+                "train loss": e.train_loss,
+                "train error %": 100 * e.train_error,
+                "test error %": 100 * e.test_error,
+                "lr": e.lr,
+                "s/epoch": e.seconds,
+            }
+            for e in self.epochs
+        ]
+        return markdown_table(rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("cached")
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], cached: bool = False) -> RunResult:
+        known = {f.name for f in fields(TrainConfig)}
+        config = TrainConfig(**{k: v for k, v in d["config"].items() if k in known})
+        epochs = [EpochResult(**e) for e in d["epochs"]]
+        return cls(
+            config, epochs, d["device"], d["world_size"], d["wnlib_version"], d["init_seconds"], cached
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's (CPU and CUDA) generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` as a torch.device; None or ``"auto"``: CUDA when available, else CPU. Under torchrun
+    with CUDA, the rank's local GPU."""
+    if device is None or device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None and dist.is_available() and dist.is_initialized():
+        import os
+
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return device
+
+
+def _distributed(process_group: dist.ProcessGroup | None) -> tuple[dist.ProcessGroup | None, int, int]:
+    """(group, rank, world size): the given group, else the default one when initialized."""
+    if process_group is None and dist.is_available() and dist.is_initialized():
+        process_group = dist.group.WORLD
+    if process_group is None:
+        return None, 0, 1
+    return process_group, dist.get_rank(process_group), dist.get_world_size(process_group)
+
+
+def cache_key(config: TrainConfig, device: torch.device, world_size: int) -> str:
+    """The hash a run is cached under: its configuration, the device type, the number of ranks, the
+    wnlib version and the cache format version."""
+    return _cache.config_key(
+        {
+            "config": asdict(config),
+            "device": device.type,
+            "world_size": world_size,
+            "wnlib": wnlib.__version__,
+            "results_version": _cache.RESULTS_VERSION,
+        }
+    )
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1000) -> tuple[float, float]:
+    """(mean cross-entropy, error rate) of ``model`` in eval mode; restores the previous mode."""
+    was_training = model.training
+    model.eval()
+    loss, wrong = 0.0, 0
+    for i in range(0, len(y), batch_size):
+        logits = model(x[i : i + batch_size])
+        target = y[i : i + batch_size]
+        loss += F.cross_entropy(logits, target, reduction="sum").item()
+        wrong += (logits.argmax(1) != target).sum().item()
+    model.train(was_training)
+    return loss / len(y), wrong / len(y)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _progress(total: int, quiet: bool, desc: str) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=quiet, desc=desc, leave=False, dynamic_ncols=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------------
+
+
+def fit(
+    config: TrainConfig,
+    *,
+    device: str | torch.device | None = None,
+    quiet: bool = False,
+    process_group: dist.ProcessGroup | None = None,
+    cache_dir: str | None = None,
+) -> tuple[nn.Module, RunResult]:
+    """Train ``config`` now (no result cache) and return (the trained model, its :class:`RunResult`).
+
+    Args:
+        config: the run.
+        device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available).
+        quiet: no progress bar.
+        process_group: for data-parallel training; by default the initialized default group, if any.
+        cache_dir: where downloaded data sets are kept (see :mod:`wnlib.experiments.cache`).
+    """
+    device = resolve_device(device)
+    group, rank, world = _distributed(process_group)
+    if config.batch_size % world:
+        raise ValueError(f"batch_size {config.batch_size} is not divisible by the {world} ranks")
+    if group is not None and config.dataset in DOWNLOADED and rank != 0:
+        dist.barrier(group)  # let rank 0 download first
+    data = load_dataset(config.dataset, split=config.split, cache=cache_dir)
+    if group is not None and config.dataset in DOWNLOADED and rank == 0:
+        dist.barrier(group)
+    x_train, y_train = data.x_train.to(device), data.y_train.to(device)
+    x_test, y_test = data.x_test.to(device), data.y_test.to(device)
+
+    seed_everything(config.seed)
+    model = build_model(config.arch, data.input_shape, data.num_classes, config.param, width=config.width)
+    model.to(device).train()
+
+    # The parameterization's initialization (§3) on the first init_batch_size examples of a seeded
+    # permutation of the training set; under torchrun each rank takes every world-th of them.
+    t0 = time.perf_counter()
+    order = torch.randperm(len(y_train), generator=torch.Generator().manual_seed(config.seed))
+    init_idx = order[: config.init_batch_size][rank::world].to(device)
+    initialize(model, config.param, x_train[init_idx], init_scale=config.init_scale, process_group=group)
+    _sync(device)
+    init_seconds = time.perf_counter() - t0
+    torch.manual_seed(config.seed * 1_000_003 + rank)  # distinct noise and dropout per rank
+
+    net: nn.Module = model
+    if group is not None:
+        ids = [device.index] if device.type == "cuda" else None
+        net = DistributedDataParallel(model, device_ids=ids, process_group=group)
+
+    sampler = DistributedSampler(
+        range(len(y_train)), num_replicas=world, rank=rank, shuffle=True, seed=config.seed, drop_last=True
+    )
+    local_batch = config.batch_size // world
+    steps = len(sampler) // local_batch
+    if config.max_batches is not None:
+        steps = min(steps, config.max_batches)
+    if steps < 1:
+        raise ValueError(
+            f"the training set ({len(y_train)} examples) has no full batch of {config.batch_size}"
+        )
+    schedule = AdamSchedule(
+        config.lr, config.epochs * steps, config.decay_start, config.beta1, config.beta1_decay
+    )
+    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
+
+    epochs: list[EpochResult] = []
+    bar = _progress(config.epochs, quiet or rank != 0, f"{config.param} seed {config.seed}")
+    step = 0
+    for epoch in range(config.epochs):
+        sampler.set_epoch(epoch)
+        idx = torch.tensor(list(sampler), device=device)
+        totals = torch.zeros(2, device=device, dtype=torch.float64)  # loss sum, wrong
+        _sync(device)
+        t0 = time.perf_counter()
+        for b in range(steps):
+            batch = idx[b * local_batch : (b + 1) * local_batch]
+            xb, yb = x_train[batch], y_train[batch]
+            schedule.apply(optimizer, step)
+            logits = net(xb)
+            loss = F.cross_entropy(logits, yb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            with torch.no_grad():
+                totals[0] += loss.detach() * len(yb)
+                totals[1] += (logits.argmax(1) != yb).sum()
+        _sync(device)
+        seconds = time.perf_counter() - t0
+        if group is not None:
+            dist.all_reduce(totals, group=group)
+            for buf in model.buffers():  # BN running statistics: rank 0's, so all ranks evaluate alike
+                dist.broadcast(buf, dist.get_global_rank(group, 0), group=group)
+        t1 = time.perf_counter()
+        test_loss, test_error = evaluate(model, x_test, y_test)
+        eval_seconds = time.perf_counter() - t1
+        loss_sum, wrong = totals.tolist()
+        count = steps * config.batch_size
+        last = max(step - 1, 0)
+        epochs.append(
+            EpochResult(
+                epoch=epoch + 1,
+                train_loss=loss_sum / count,
+                train_error=wrong / count,
+                test_loss=test_loss,
+                test_error=test_error,
+                lr=schedule.lr_at(last),
+                beta1=schedule.beta1_at(last),
+                seconds=seconds,
+                eval_seconds=eval_seconds,
+            )
+        )
+        if not math.isfinite(loss_sum):
+            bar.close()
+            break  # diverged: the table ends here, with its non-finite loss
+        bar.set_postfix(loss=f"{loss_sum / count:.3f}", test_err=f"{100 * test_error:.1f}%")
+        bar.update()
+    bar.close()
+    result = RunResult(config, epochs, device.type, world, wnlib.__version__, init_seconds)
+    return model, result
+
+
+def train(
+    config: TrainConfig,
+    *,
+    device: str | torch.device | None = None,
+    quiet: bool = False,
+    use_cache: bool = True,
+    cache_dir: str | None = None,
+    process_group: dist.ProcessGroup | None = None,
+) -> RunResult:
+    """The :class:`RunResult` of ``config``: from the cache when this configuration has been run (on the
+    same device type and number of ranks, with the same wnlib version), otherwise trained by
+    :func:`fit` and then stored (by rank 0).
+
+    Args:
+        config: the run (see :func:`wnlib.experiments.make_config`).
+        device: default CUDA when available, else CPU.
+        quiet: no progress bar.
+        use_cache: False trains even when a result is stored (and stores the new one).
+        cache_dir: the cache directory (default ``$WNLIB_CACHE`` or ``~/.cache/wnlib``).
+        process_group: for data-parallel training (default: the initialized default group, if any).
+    """
+    resolved = resolve_device(device)
+    group, rank, world = _distributed(process_group)
+    key = cache_key(config, resolved, world)
+    if use_cache:
+        stored = _cache.load_result(key, cache_dir)
+        if stored is not None:
+            return RunResult.from_dict(stored, cached=True)
+    _, result = fit(config, device=resolved, quiet=quiet, process_group=group, cache_dir=cache_dir)
+    if rank == 0:
+        _cache.save_result(key, result.to_dict(), cache_dir)
+    return result
