@@ -7,9 +7,9 @@ along the kept axis ``dim``. Its gradients are (eq. 3–4)::
     ∇v = (g / ‖v‖) · ∇w − (g · ∇g / ‖v‖²) · v        (= (g/‖v‖) M_w ∇w)
 
 Done with PyTorch ops this is a chain of kernels (norm, divide, multiply; then several more for the
-backward), each a full pass over the weight. Here the forward is one kernel that reads ``v`` once and
-writes ``w`` once, and the backward is one kernel that computes the dot product ``∇w·v`` of each slice
-and then writes ``∇v`` from the same tile.
+backward), each a full pass over the weight. Here the forward is one kernel (per slice: the sum of
+squares, then ``w``) and so is the backward (per slice: the dot product ``∇w·v``, then ``∇v``); when a
+slice fits in one tile (rows of up to 16384 elements, 8192 in float64), each element is read once.
 
 Layout. Every case is viewed as a contiguous ``(A, S, B)`` tensor with the slices along the middle axis:
 ``dim=0`` gives ``A = 1`` (each slice a contiguous row), the last dim gives ``B = 1`` (each slice a
@@ -32,6 +32,8 @@ accumulation dtype and the kernels take their compute dtype from it.
 
 This module imports Triton at import time; use it through :mod:`wnlib.kernels`, which loads it lazily.
 On CPU tensors it only runs under Triton's interpreter (``TRITON_INTERPRET=1`` set before import).
+Tensors on the ``meta`` device go through the host code without launching anything real; that is how
+:mod:`wnlib.kernels.compile_check` records the launches to compile them for a GPU that is not there.
 The Implementation chapter describes the design and benchmarks it (``python -m wnlib.bench_gpu``).
 """
 
@@ -47,7 +49,16 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-__all__ = ["Plan", "backward", "forward", "grid_for", "interpreted", "make_plan", "view_3d"]
+__all__ = [
+    "Plan",
+    "backward",
+    "default_plan",
+    "forward",
+    "grid_for",
+    "interpreted",
+    "make_plan",
+    "view_3d",
+]
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
