@@ -26,6 +26,8 @@ WIDGETS_DIST := node_modules/@jupyter-widgets/html-manager/dist
 TIMED = TIMEFORMAT="==> $@: %0R s"; time
 
 .PHONY: help setup assets book test lint unit nbval site clean distclean
+# The steps of `make test` run in order even under `make -j`: the browser test needs the build.
+.NOTPARALLEL:
 
 help:
 	@echo "make book       build the HTML into _build/html (sets up .venv and assets first)"
@@ -51,9 +53,10 @@ $(PY_STAMP): requirements.txt pyproject.toml | $(BIN)/python
 
 setup: $(PY_STAMP)
 
-# MathJax, require.js and the ipywidgets embed manager, pinned by package-lock.json.
+# MathJax, require.js and the ipywidgets embed manager, pinned by package-lock.json. Only their
+# files are used, so no package's install script needs to run.
 $(NPM_STAMP): package.json package-lock.json
-	npm ci --no-audit --no-fund
+	npm ci --ignore-scripts --no-audit --no-fund
 	touch $@
 
 $(VENDOR_STAMP): $(NPM_STAMP)

@@ -243,6 +243,10 @@ def test_page(doc, base_url, browser):
                 assert widget.is_visible(), f"widget {i} is not visible"
                 box = widget.bounding_box()
                 assert box and box["width"] > 0 and box["height"] > 0, f"widget {i} is empty"
+            # Math in widget labels (description="$g$") is typeset, as in a notebook.
+            labels = page.locator(".widget-subarea .widget-label").all_inner_texts()
+            raw = [text for text in labels if re.search(r"\$[^$]+\$", text)]
+            assert not raw, f"widget labels with untypeset math: {raw}"
             # An interact's control, e.g. a slider, is drawn (not just its container).
             controls = page.locator(".widget-slider, .widget-dropdown, .widget-toggle-buttons, "
                                     ".widget-checkbox, .widget-text, .widget-button")
