@@ -6,7 +6,7 @@ Used by the Experiments chapter and by ``python -m wnlib.experiments`` (see :mod
 - :mod:`.params`: the six parameterizations behind one string, and their colours (:data:`PALETTE`);
 - :mod:`.models`: MLP, small convnet, the paper's CIFAR-10 network, under any parameterization;
 - :mod:`.schedule`: Adam's learning rate and β1 over training, as in the paper's code;
-- :mod:`.train`: one run, with a per-epoch table cached on disk by a hash of its configuration;
+- :mod:`.training`: one run, with a per-epoch table cached on disk by a hash of its configuration;
 - :mod:`.presets`: ``cpu-small``, ``cpu-digits`` and ``paper`` settings and learning rates;
 - :mod:`.results`: the parameterizations × seeds grid, summaries and Markdown tables.
 
@@ -37,7 +37,7 @@ from wnlib.experiments.results import (
     summarize,
 )
 from wnlib.experiments.schedule import AdamSchedule
-from wnlib.experiments.train import EpochResult, RunResult, TrainConfig, evaluate, fit, train
+from wnlib.experiments.training import EpochResult, RunResult, TrainConfig, evaluate, fit, train
 
 __all__ = [
     "ARCHITECTURES",

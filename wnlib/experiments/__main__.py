@@ -25,9 +25,9 @@ import torch
 import torch.distributed as dist
 
 from wnlib.experiments.params import PARAMETERIZATIONS, get_parameterization
-from wnlib.experiments.presets import PRESETS, make_config
+from wnlib.experiments.presets import PRESETS, make_config, preset_threads
 from wnlib.experiments.results import markdown_table, summarize
-from wnlib.experiments.train import fit, resolve_device, train
+from wnlib.experiments.training import fit, resolve_device, train
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -56,6 +56,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-cache", action="store_true", help="train even if a result is cached")
     p.add_argument("--save-model", metavar="DIR", help="save each run's final state_dict (per rank) in DIR")
     p.add_argument("--json", metavar="FILE", help="also write all results as JSON to FILE")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: the preset's)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p.parse_args(argv)
 
@@ -83,6 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         params = [get_parameterization(p).name for p in params]
         configs = [make_config(args.preset, p, s, **overrides(args)) for s in args.seeds for p in params]
         device = resolve_device(args.device)
+        threads = args.threads if args.threads is not None else preset_threads(args.preset)
     except (ValueError, TypeError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -94,13 +96,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = []
         for config in configs:
             if args.save_model:
-                model, result = fit(config, device=device, quiet=quiet, cache_dir=args.cache_dir)
+                model, result = fit(
+                    config, device=device, quiet=quiet, cache_dir=args.cache_dir, threads=threads
+                )
                 out = Path(args.save_model)
                 out.mkdir(parents=True, exist_ok=True)
                 torch.save(model.state_dict(), out / f"{config.param}_seed{config.seed}_rank{rank}.pt")
             else:
                 result = train(
-                    config, device=device, quiet=quiet, use_cache=not args.no_cache, cache_dir=args.cache_dir
+                    config,
+                    device=device,
+                    quiet=quiet,
+                    use_cache=not args.no_cache,
+                    cache_dir=args.cache_dir,
+                    threads=threads,
                 )
             results.append(result)
             if rank == 0:

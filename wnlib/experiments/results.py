@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from wnlib.experiments.params import PARAMETERIZATIONS, get_parameterization
-from wnlib.experiments.presets import make_config
-from wnlib.experiments.train import RunResult, train
+from wnlib.experiments.presets import make_config, preset_threads
+from wnlib.experiments.training import RunResult, train
 
 ALL = tuple(PARAMETERIZATIONS)
 
@@ -28,15 +28,19 @@ def run_grid(
     quiet: bool = False,
     use_cache: bool = True,
     cache_dir: str | None = None,
+    threads: int | Literal["preset"] | None = "preset",
     **overrides: Any,
 ) -> list[RunResult]:
     """Train (or load from the cache) every parameterization × seed of ``preset``.
 
     Runs go seed by seed, all parameterizations within a seed, so that a change in the machine's load
     during the grid falls on every parameterization alike (it matters for the per-epoch times).
-    ``overrides`` are :class:`~wnlib.experiments.train.TrainConfig` fields (e.g. ``epochs=5``,
-    ``lr=0.01``) applied to every run. Returns the results in that order.
+    ``overrides`` are :class:`~wnlib.experiments.training.TrainConfig` fields (e.g. ``epochs=5``,
+    ``lr=0.01``) applied to every run; ``threads`` is torch's CPU thread count (default: the preset's).
+    Returns the results in that order.
     """
+    if threads == "preset":
+        threads = preset_threads(preset)
     params = [get_parameterization(p).name for p in params]
     seeds = list(seeds)
     configs = [make_config(preset, p, s, **overrides) for s in seeds for p in params]
@@ -44,7 +48,11 @@ def run_grid(
 
     results = []
     for config in tqdm(configs, desc=f"{preset} grid", disable=quiet, dynamic_ncols=True):
-        results.append(train(config, device=device, quiet=True, use_cache=use_cache, cache_dir=cache_dir))
+        results.append(
+            train(
+                config, device=device, quiet=True, use_cache=use_cache, cache_dir=cache_dir, threads=threads
+            )
+        )
     return results
 
 
@@ -110,11 +118,12 @@ def curves(results: Iterable[RunResult], key: str = "test_error") -> dict[str, l
 def lr_sweep(
     preset: str = "cpu-small",
     params: Iterable[str] = ALL,
-    rates: Sequence[float] = (0.001, 0.003, 0.01, 0.03),
+    rates: Sequence[float] = (0.001, 0.003, 0.01, 0.03, 0.1),
     seed: int = 100,
     *,
     quiet: bool = False,
     cache_dir: str | None = None,
+    threads: int | Literal["preset"] | None = "preset",
     **overrides: Any,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """The rate with the lowest final *validation* error per parameterization, and the full table.
@@ -122,12 +131,14 @@ def lr_sweep(
     Every run uses ``split="validation"`` (20% of the training set held out), so the test set plays no
     part in the choice.
     """
+    if threads == "preset":
+        threads = preset_threads(preset)
     rows, best = [], {}
     for param in [get_parameterization(p).name for p in params]:
         errors = {}
         for lr in rates:
             config = make_config(preset, param, seed, lr=lr, split="validation", **overrides)
-            result = train(config, quiet=quiet, cache_dir=cache_dir)
+            result = train(config, quiet=quiet, cache_dir=cache_dir, threads=threads)
             errors[lr] = result.final_test_error
             rows.append({"param": param, "lr": lr, "validation_error": 100 * result.final_test_error})
         best[param] = min(errors, key=lambda lr: (errors[lr], lr))
