@@ -29,6 +29,7 @@ Backend = Literal["auto", "torch", "triton"]
 _BACKENDS = ("auto", "torch", "triton")
 _backend: Backend = "auto"
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
+_FUSED_DTYPES = (torch.float32, torch.float64)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -193,20 +194,38 @@ class WeightNormFunction(torch.autograd.Function):
     def backward(ctx, grad_w: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
         v, g, n = ctx.saved_tensors
         dim = ctx.dim
-        acc = n.dtype
-        g_acc = g.to(acc)
-        # eq. 3: ∇g = ∇w·v/‖v‖
-        grad_g = _slice_dot(grad_w, v, dim, acc) / n
-        grad_v = None
-        if ctx.needs_input_grad[0]:
-            # eq. 3–4: ∇v = (g/‖v‖)∇w − (g∇g/‖v‖²)v, the ∇w component orthogonal to w, scaled
+        if _fused_backward_applies(v, dim):
             shape = slice_shape(v, dim)
-            scale = (g_acc / n).reshape(shape)
-            coef = (g_acc * grad_g / (n * n)).reshape(shape)
-            grad_v = grad_w.to(acc) * scale
-            grad_v.addcmul_(v.to(acc), coef, value=-1.0)
-            grad_v = grad_v.to(v.dtype)
-        return grad_v, grad_g.to(g.dtype), None, None
+            grad_v, grad_g = torch.ops.aten._weight_norm_interface_backward(
+                grad_w.contiguous(), v.contiguous(), g.reshape(shape), n.reshape(shape), dim
+            )
+            return grad_v, grad_g.reshape(g.shape), None, None
+        return (*_weight_norm_backward(grad_w, v, g, n, dim), None, None)
+
+
+def _fused_backward_applies(v: Tensor, dim: int | None) -> bool:
+    """PyTorch's own fused CPU/CUDA kernel for eq. 3–4 handles float32/float64 and the first or last axis.
+
+    It takes the norms as an input, so passing the eps-regularized ones gives exactly eq. 3–4 with
+    ‖v‖ = sqrt(Σv² + eps): the same formula as :func:`_weight_norm_backward`, in one pass.
+    """
+    return dim is not None and v.ndim > 1 and (dim == 0 or dim == v.ndim - 1) and v.dtype in _FUSED_DTYPES
+
+
+def _weight_norm_backward(
+    grad_w: Tensor, v: Tensor, g: Tensor, n: Tensor, dim: int | None
+) -> tuple[Tensor, Tensor]:
+    """Eq. 3–4 in PyTorch ops, accumulated in n's dtype (float32 for float16/bfloat16)."""
+    acc = n.dtype
+    g_acc = g.to(acc)
+    grad_g = _slice_dot(grad_w, v, dim, acc) / n  # eq. 3: ∇g = ∇w·v/‖v‖
+    # eq. 3–4: ∇v = (g/‖v‖)∇w − (g∇g/‖v‖²)v, the part of ∇w orthogonal to w, scaled by g/‖v‖
+    shape = slice_shape(v, dim)
+    scale = (g_acc / n).reshape(shape)
+    coef = (g_acc * grad_g / (n * n)).reshape(shape)
+    grad_v = grad_w.to(acc) * scale
+    grad_v.addcmul_(v.to(acc), coef, value=-1.0)
+    return grad_v.to(v.dtype), grad_g.to(g.dtype)
 
 
 def weight_norm(v: Tensor, g: Tensor, dim: int | None = 0, eps: float = DEFAULT_EPS) -> Tensor:
