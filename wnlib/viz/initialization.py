@@ -1,0 +1,467 @@
+"""Computations and figures for the Initialization chapter (Salimans & Kingma 2016, §3, eq. 5–6).
+
+The chapter follows the pre-activations of a deep ReLU network on scikit-learn's digits through its
+layers, with and without :func:`wnlib.data_dependent_init`:
+
+- :func:`deep_mlp` builds the network (weight-normalized ``Linear`` layers, torch's default init),
+  :func:`set_fixed_scale` gives every unit the same g (a data-free choice of scale);
+- :func:`preactivation_profile` measures, layer by layer, the per-feature mean and standard deviation
+  of t over a batch; :func:`depth_profiles` does so for the four settings the figures compare;
+- :func:`sharded_init` shows why the distributed init all-reduces (count, Σt, Σt²);
+- :func:`train_curves` is a short training run from each initialization;
+- ``plot_*`` and :func:`depth_widget` draw them.
+
+Everything is seeded and small enough for one CPU thread.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+import wnlib
+from wnlib import nn as wnn
+from wnlib.init import output_axis
+from wnlib.viz.style import LABELS, PALETTE, book_style, figure
+
+DEPTH = 30  # layers of the network the chapter follows
+HIDDEN = 100  # units per hidden layer
+INIT_BATCH = 500  # examples in the init batch (the paper's code uses 500 too)
+SCALES = (0.5, 1.0, math.sqrt(2.0), 2.0)  # the settings of the static figures
+SETTINGS = ("default", "fixed", "ddi", "ddi_heldout")  # what depth_profiles returns
+
+# How each setting is drawn: colour from the book's palette, a label, a line style.
+STYLE: dict[str, dict] = {
+    "default": {"color": PALETTE["normal"], "label": "torch's default init (g = ‖v‖)", "ls": "-"},
+    "fixed": {"color": PALETTE["weightnorm"], "label": "weight norm, every g = s, b = 0", "ls": "-"},
+    "ddi": {
+        "color": PALETTE["weightnorm_init"],
+        "label": LABELS["weightnorm_init"] + ", init batch",
+        "ls": "-",
+    },
+    "ddi_heldout": {
+        "color": PALETTE["weightnorm_init"],
+        "label": LABELS["weightnorm_init"] + ", held-out batch",
+        "ls": "--",
+    },
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# Data and models
+# --------------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _digits() -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    from wnlib.experiments.data import load_dataset  # the book's fixed split and standardization
+
+    data = load_dataset("digits")
+    return data.x_train, data.y_train, data.x_test, data.y_test
+
+
+def digits_batches(n_init: int = INIT_BATCH, images: bool = False) -> tuple[Tensor, Tensor]:
+    """The init batch (the first ``n_init`` training digits, a random sample: the split is shuffled)
+    and a held-out batch (the 360 test digits), as (N, 64) rows or, with ``images``, (N, 1, 8, 8)."""
+    x_train, _, x_test, _ = _digits()
+    x_init, x_heldout = x_train[:n_init], x_test
+    return (x_init, x_heldout) if images else (x_init.flatten(1), x_heldout.flatten(1))
+
+
+def deep_mlp(
+    depth: int = DEPTH,
+    width: int = HIDDEN,
+    in_features: int = 64,
+    out_features: int | None = None,
+    seed: int = 0,
+) -> nn.Sequential:
+    """``depth`` weight-normalized Linear layers of ``width`` units with ReLU between them.
+
+    The last layer's output is a pre-activation (no ReLU after it); with ``out_features`` one more
+    layer maps to that many outputs (a classifier). Weights start as torch's default for
+    ``nn.Linear`` (v uniform in ±1/√fan_in) with g = ‖v‖, so w = v (see :mod:`wnlib.nn`). The first
+    ``k`` layers do not depend on ``depth``: the same seed draws them in the same order.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        layers: list[nn.Module] = []
+        n = in_features
+        for i in range(depth):
+            if i:
+                layers.append(nn.ReLU())
+            layers.append(wnn.Linear(n, width))
+            n = width
+        if out_features is not None:
+            layers += [nn.ReLU(), wnn.Linear(n, out_features)]
+    return nn.Sequential(*layers)
+
+
+def small_convnet(channels: int = 16, depth: int = 3, num_classes: int = 10, seed: int = 0) -> nn.Sequential:
+    """A weight-normalized convnet for 8×8 digits: ``depth`` 3×3 convolutions (padding 1) with ReLU,
+    then a Linear classifier on the flattened feature map."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        layers: list[nn.Module] = []
+        c = 1
+        for _ in range(depth):
+            layers += [wnn.Conv2d(c, channels, 3, padding=1), nn.ReLU()]
+            c = channels
+        layers += [nn.Flatten(), wnn.Linear(channels * 64, num_classes)]
+    return nn.Sequential(*layers)
+
+
+def weight_normed_layers(model: nn.Module) -> list[nn.Module]:
+    """The weight-normalized layers of ``model``, in registration order."""
+    return [m for m in model.modules() if wnlib.is_weight_normed(m, "weight")]
+
+
+@torch.no_grad()
+def set_fixed_scale(model: nn.Module, g: float) -> nn.Module:
+    """A data-free choice of scale: every unit of every weight-normalized layer gets ‖w‖ = g, and b = 0."""
+    for layer in weight_normed_layers(model):
+        layer.weight_g.fill_(g)
+        if layer.bias is not None:
+            layer.bias.zero_()
+    return model
+
+
+# --------------------------------------------------------------------------------------------------
+# Statistics of the pre-activations, layer by layer
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DepthProfile:
+    """Per-layer statistics of each weight-normalized layer's output y = g·t + b over a batch.
+
+    For layer k, μ and σ are per-feature mean and (population) standard deviation over the batch (and
+    positions, for convolutions). ``std[k]`` is σ averaged over features, ``std_min``/``std_max`` its
+    extremes; ``mean_abs[k]`` is |μ| averaged over features, ``mean_abs_max`` its largest value.
+    ``cosine[k]`` is the mean cosine similarity between two examples' ReLU(y) (1: all alike).
+    """
+
+    mean_abs: np.ndarray
+    mean_abs_max: np.ndarray
+    std: np.ndarray
+    std_min: np.ndarray
+    std_max: np.ndarray
+    cosine: np.ndarray
+
+    @property
+    def depth(self) -> int:
+        return len(self.std)
+
+    @property
+    def drift(self) -> float:
+        """How much the spread changed from the first layer to the last: std[-1] / std[0]."""
+        return float(self.std[-1] / self.std[0])
+
+    @property
+    def per_layer_factor(self) -> float:
+        """The geometric-mean factor by which σ changes from one layer to the next."""
+        return self.drift ** (1.0 / (self.depth - 1))
+
+    def max_std_error(self, target: float) -> float:
+        """The largest |σ − target| over all features of all layers."""
+        return float(max(np.abs(self.std_min - target).max(), np.abs(self.std_max - target).max()))
+
+
+@torch.no_grad()
+def preactivation_profile(model: nn.Module, x: Tensor) -> DepthProfile:
+    """Run ``model`` on ``x`` and measure each weight-normalized layer's output (its pre-activation)."""
+    outputs: list[tuple[nn.Module, Tensor]] = []
+    handles = [
+        m.register_forward_hook(lambda m, args, y: outputs.append((m, y.detach())))
+        for m in weight_normed_layers(model)
+    ]
+    try:
+        model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    rows = []
+    for m, y in outputs:
+        axis, n = output_axis(m), y.shape[0]
+        h = y.relu().reshape(n, -1).double()  # one row per example
+        h = h / h.norm(dim=1, keepdim=True).clamp_min(1e-300)  # scale-free, even for tiny outputs
+        cosine = (h.sum(0).square().sum() - h.square().sum()) / (n * (n - 1))  # over pairs i ≠ j
+        y = y.movedim(axis, -1).reshape(-1, y.shape[axis]).double()
+        mu, sigma = y.mean(0), y.std(0, unbiased=False)
+        rows.append((mu.abs().mean(), mu.abs().max(), sigma.mean(), sigma.min(), sigma.max(), cosine))
+    cols = np.array(rows, dtype=np.float64).T
+    return DepthProfile(*cols)
+
+
+@functools.lru_cache(maxsize=64)
+def depth_profiles(depth: int = DEPTH, scale: float = 1.0, seed: int = 0) -> dict[str, DepthProfile]:
+    """The network of :func:`deep_mlp` under four settings, measured layer by layer.
+
+    - ``default``: torch's default init (g = ‖v‖), on the init batch;
+    - ``fixed``: every g = ``scale`` and b = 0 (:func:`set_fixed_scale`), on the init batch;
+    - ``ddi``: :func:`wnlib.data_dependent_init` with ``init_scale=scale`` on the init batch (eq. 5–6),
+      measured on that batch;
+    - ``ddi_heldout``: the same network measured on the held-out batch.
+    """
+    x_init, x_heldout = digits_batches()
+    model = deep_mlp(depth, seed=seed)
+    out = {"default": preactivation_profile(model, x_init)}
+    out["fixed"] = preactivation_profile(set_fixed_scale(copy.deepcopy(model), scale), x_init)
+    wnlib.data_dependent_init(model, x_init, init_scale=scale)
+    out["ddi"] = preactivation_profile(model, x_init)
+    out["ddi_heldout"] = preactivation_profile(model, x_heldout)
+    return out
+
+
+def fixed_scale_profiles(
+    scales: Sequence[float] = SCALES, depth: int = DEPTH, seed: int = 0
+) -> dict[float, DepthProfile]:
+    """The network with every g = s (b = 0), for each s in ``scales``, on the init batch."""
+    return {s: depth_profiles(depth, s, seed)["fixed"] for s in scales}
+
+
+BATCH_SIZES = (100, 250, 500, 1000)  # init batch sizes of the held-out figure
+
+
+def heldout_profiles(
+    sizes: Sequence[int] = BATCH_SIZES, depth: int = DEPTH, scale: float = 1.0, seed: int = 0
+) -> dict[int, DepthProfile]:
+    """After data-dependent init on the first n training digits, for each n in ``sizes``: the
+    statistics on the held-out batch (the test digits), which the init never saw."""
+    out = {}
+    for n in sizes:
+        x_init, x_heldout = digits_batches(n)
+        model = deep_mlp(depth, seed=seed)
+        wnlib.data_dependent_init(model, x_init, init_scale=scale)
+        out[n] = preactivation_profile(model, x_heldout)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# The distributed case, simulated in one process
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShardedInit:
+    """The first layer's g after data-dependent init, on a batch split into shards ("ranks").
+
+    ``g_per_rank[r]``: what rank r computes from its own shard alone (no all-reduce);
+    ``g_pooled``: from the summed (count, Σt, Σt²) of all shards, what every rank computes with a
+    process group; ``g_full``: a single-process init on the whole batch;
+    ``g_all_layers_per_rank``: every layer's g concatenated, per rank, without all-reduce.
+    """
+
+    g_per_rank: list[Tensor]
+    g_pooled: Tensor
+    g_full: Tensor
+    g_all_layers_per_rank: list[Tensor]
+
+    @property
+    def rank_disagreement(self) -> float:
+        """Largest relative difference of any unit's g between rank 0 and any other rank, all layers."""
+        g0 = self.g_all_layers_per_rank[0]
+        return float(max(((g - g0).abs() / g0).max() for g in self.g_all_layers_per_rank[1:]))
+
+    @property
+    def pooled_error(self) -> float:
+        """Largest relative difference between the pooled g and the whole-batch g."""
+        return float(((self.g_pooled - self.g_full).abs() / self.g_full).max())
+
+
+@torch.no_grad()
+def sharded_init(n_ranks: int = 2, depth: int = DEPTH, scale: float = 1.0, seed: int = 0) -> ShardedInit:
+    """Split the init batch into ``n_ranks`` shards and initialize the network of :func:`deep_mlp`
+    from each shard alone, from the pooled sums (count, Σt, Σt²) — the all-reduce of
+    ``process_group=...`` done by hand for the first layer — and from the whole batch."""
+    x_init, _ = digits_batches()
+    shards = x_init.chunk(n_ranks)
+    base = deep_mlp(depth, seed=seed)
+    per_rank, all_layers = [], []
+    for shard in shards:
+        model = copy.deepcopy(base)
+        wnlib.data_dependent_init(model, shard, init_scale=scale)
+        per_rank.append(model[0].weight_g.detach().clone())
+        all_layers.append(torch.cat([m.weight_g.detach().flatten() for m in weight_normed_layers(model)]))
+    first = base[0]
+    direction = first.weight_v / first.weight_v.norm(dim=1, keepdim=True)
+    count, sum_t, sum_t2 = 0, 0.0, 0.0
+    for shard in shards:  # what each rank contributes to the all-reduce (eq. 5: t = v·x/‖v‖)
+        t = (shard @ direction.T).double()
+        count, sum_t, sum_t2 = count + t.shape[0], sum_t + t.sum(0), sum_t2 + (t * t).sum(0)
+    mu = sum_t / count
+    sigma = (sum_t2 / count - mu * mu).sqrt()
+    full = copy.deepcopy(base)
+    wnlib.data_dependent_init(full, x_init, init_scale=scale)
+    return ShardedInit(per_rank, (scale / sigma).float(), full[0].weight_g.detach().clone(), all_layers)
+
+
+# --------------------------------------------------------------------------------------------------
+# A short training run from each initialization
+# --------------------------------------------------------------------------------------------------
+
+INITS = ("default", "fixed", "ddi")
+
+
+def train_curves(
+    inits: Sequence[str] = INITS,
+    depth: int = 20,
+    steps: int = 300,
+    batch_size: int = 100,
+    lr: float = 1e-3,
+    scale: float = 1.0,
+    seed: int = 0,
+) -> dict[str, dict[str, object]]:
+    """Train the classifier ``deep_mlp(depth, out_features=10)`` on the digits with Adam from each
+    initialization in ``inits`` (``default``, ``fixed``: every g = ``scale``, ``ddi``: data-dependent
+    init with ``init_scale=scale``), on the same minibatches. Returns, per init, the training loss
+    at every step and the final test error."""
+    x_train, y_train, x_test, y_test = _digits()
+    x_train, x_test = x_train.flatten(1), x_test.flatten(1)
+    x_init, _ = digits_batches()
+    order = torch.Generator().manual_seed(seed)
+    batches = [torch.randint(0, len(x_train), (batch_size,), generator=order) for _ in range(steps)]
+    out: dict[str, dict[str, object]] = {}
+    for init in inits:
+        model = deep_mlp(depth, out_features=10, seed=seed)
+        if init == "fixed":
+            set_fixed_scale(model, scale)
+        elif init == "ddi":
+            wnlib.data_dependent_init(model, x_init, init_scale=scale)
+        elif init != "default":
+            raise ValueError(f"unknown init {init!r}; expected one of {INITS}")
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        losses = []
+        for idx in batches:
+            loss = nn.functional.cross_entropy(model(x_train[idx]), y_train[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        with torch.no_grad():
+            error = (model(x_test).argmax(1) != y_test).double().mean().item()
+        out[init] = {"loss": np.array(losses), "test_error": error}
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Figures
+# --------------------------------------------------------------------------------------------------
+
+
+def scale_label(s: float) -> str:
+    """A scale for a legend: √2 written as such, other values with 3 significant digits."""
+    return "√2" if math.isclose(s, math.sqrt(2.0)) else f"{s:.3g}"
+
+
+def _layers(profile: DepthProfile) -> np.ndarray:
+    return np.arange(1, profile.depth + 1)
+
+
+def plot_fixed_scales(profiles: dict[float, DepthProfile], default: DepthProfile) -> plt.Figure:
+    """σ of the pre-activations against depth for a fixed g = s at every unit, and for torch's default."""
+    fig, ax = figure(height=3.4)
+    with book_style():
+        shades = plt.get_cmap("Blues")(np.linspace(0.45, 1.0, len(profiles)))
+        for (s, p), c in zip(profiles.items(), shades, strict=True):
+            ax.plot(_layers(p), p.std, color=c, marker="o", ms=3, label=f"every g = {scale_label(s)}, b = 0")
+        ax.plot(_layers(default), default.std, **_style("default"), marker="o", ms=3)
+        ax.set(
+            yscale="log",
+            xlabel="layer",
+            ylabel="σ of pre-activation (mean over units)",
+            title="With a data-free scale, σ grows or shrinks geometrically with depth",
+        )
+        ax.legend(loc="lower left", fontsize=8.5)
+    return fig
+
+
+def _style(setting: str) -> dict:
+    s = STYLE[setting]
+    return {"color": s["color"], "label": s["label"], "ls": s["ls"]}
+
+
+def draw_depth_profiles(ax: plt.Axes, profiles: dict[str, DepthProfile], scale: float) -> None:
+    """One panel: σ per layer for the four settings of :func:`depth_profiles`, log scale."""
+    for setting in SETTINGS:
+        p = profiles[setting]
+        ax.plot(_layers(p), p.std, lw=1.6, **_style(setting))
+    ax.axhline(scale, color="0.6", lw=0.8, ls=":")
+    ax.set(yscale="log", xlabel="layer")
+
+
+def plot_scale_grid(scales: Sequence[float] = SCALES, depth: int = DEPTH) -> plt.Figure:
+    """The static version of the widget: one panel per scale s, the four settings in each."""
+    fig, axes = figure(ncols=len(scales), height=3.3, sharey=True)
+    with book_style():
+        for ax, s in zip(axes, scales, strict=True):
+            draw_depth_profiles(ax, depth_profiles(depth, s), s)
+            ax.set_title(f"s = {scale_label(s)}")
+        axes[0].set_ylabel("σ of pre-activation")
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=8.5)
+        fig.suptitle("Data-dependent init puts every layer at σ = s (dotted); a fixed g = s drifts")
+    return fig
+
+
+def depth_widget():  # -> ipywidgets.interactive (imported lazily)
+    """Depth and scale s as sliders over the figure of :func:`draw_depth_profiles`."""
+    import ipywidgets as widgets
+
+    def show(depth: int = DEPTH, scale: float = 1.0) -> None:
+        _, ax = figure(height=3.6)
+        with book_style():
+            draw_depth_profiles(ax, depth_profiles(depth, float(scale)), float(scale))
+            ax.set(
+                ylabel="σ of pre-activation (mean over units)",
+                title=f"{depth} layers, s = {scale_label(scale)}",
+            )
+            ax.legend(loc="lower left", fontsize=8.5)
+        plt.show()
+
+    return widgets.interactive(
+        show,
+        depth=widgets.IntSlider(value=DEPTH, min=5, max=50, step=5, description="depth"),
+        scale=widgets.FloatLogSlider(value=1.0, base=2, min=-2, max=2, step=0.5, description="$s$"),
+    )
+
+
+def plot_heldout(profiles: dict[int, DepthProfile], scale: float = 1.0) -> plt.Figure:
+    """σ and |μ| per layer on held-out data after data-dependent init from batches of several sizes."""
+    fig, (ax_s, ax_m) = figure(ncols=2, height=3.1)
+    with book_style():
+        shades = plt.get_cmap("Blues")(np.linspace(0.4, 1.0, len(profiles)))
+        for (n, p), c in zip(profiles.items(), shades, strict=True):
+            ax_s.plot(_layers(p), p.std / scale, color=c, marker="o", ms=2.5, label=f"init batch of {n}")
+            ax_m.plot(_layers(p), p.mean_abs / scale, color=c, marker="o", ms=2.5, label=f"init batch of {n}")
+        ax_s.axhline(1.0, color="0.6", lw=0.8, ls=":")
+        ax_s.set(xlabel="layer", ylabel="σ / s  (mean over units)", title="σ / s")
+        ax_m.set(xlabel="layer", ylabel="|μ| / s  (mean over units)", title="|μ| / s")
+        fig.suptitle("On held-out digits the statistics stay close; closer after a larger init batch")
+        ax_s.legend(loc="upper left", fontsize=8.5)
+    return fig
+
+
+def plot_training(curves: dict[str, dict[str, object]], window: int = 10) -> plt.Figure:
+    """Training loss (a running mean over ``window`` steps) from each initialization."""
+    fig, ax = figure(height=3.2)
+    with book_style():
+        for init, run in curves.items():
+            loss = np.asarray(run["loss"])
+            smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
+            label = STYLE[init]["label"].replace(", init batch", "") + f": test error {run['test_error']:.1%}"
+            ax.plot(np.arange(window, len(loss) + 1), smooth, color=STYLE[init]["color"], label=label)
+        ax.set(
+            xlabel="step (minibatch of 100)",
+            ylabel=f"training loss (mean of {window} steps)",
+            title="From torch's default init the deep net stalls; a sound scale trains at once",
+        )
+        ax.legend(fontsize=8.5)
+    return fig
