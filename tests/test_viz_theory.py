@@ -14,6 +14,15 @@ import torch
 from wnlib.viz import theory as th
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: one thread is fastest (and not slowed down by a busy machine), as in the chapter."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def test_check_gradients_eq2_to_4():
     check = th.check_gradients(k=6, n=15, g=-0.8, seed=3)
     assert abs(check.norm_w - abs(check.g)) < 1e-12  # eq. 2: ‖w‖ = |g|

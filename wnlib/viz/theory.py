@@ -257,7 +257,7 @@ def draw_geometry(
         fontsize=9,
     )
     if legend:
-        ax.legend(loc="lower left", fontsize=8)
+        ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8)
 
 
 def plot_geometry(settings: Sequence[tuple[float, float]], g: float = 1.0) -> plt.Figure:
@@ -281,7 +281,7 @@ def geometry_widget(g: float = 1.0) -> object:
 
     def show(theta: float = 60.0, norm_v: float = 2.0) -> None:
         with book_style():
-            _, ax = plt.subplots(figsize=(6.5, 3.4))
+            _, ax = plt.subplots(figsize=(7.5, 3.2))
             draw_geometry(ax, theta, norm_v, g, xmax=4.2)
         plt.show()
 
@@ -653,7 +653,7 @@ def plot_minibatch_noise(bn: NoiseMeasurement, wn: NoiseMeasurement) -> plt.Figu
         ax.hist(values[1], bins=bins, color=PALETTE["weightnorm"], alpha=0.9, label=LABELS["weightnorm"])
         ax.set(xlabel=xlabel, ylabel=f"minibatches (of {len(bn.logit)})")
     axes[0].set_title(f"the example's output (std: BN {bn.logit_std:.3f}, WN {wn.logit_std:.0f})")
-    axes[1].set_title("its weight gradient")
+    axes[1].set_title("its gradient (all parameters)")
     axes[0].legend(fontsize=8)
     fig.suptitle(
         f"One digit in {len(bn.logit)} minibatches of {bn.batch_size}: only batch norm's output moves"
