@@ -32,6 +32,7 @@ __all__ = [
     "bn_wn_single_neuron",
     "check_gradients",
     "digits",
+    "draw_geometry",
     "fmt_small",
     "geometry",
     "geometry_widget",
