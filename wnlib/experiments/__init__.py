@@ -29,6 +29,7 @@ from wnlib.experiments.models import ARCHITECTURES, build_model, initialize
 from wnlib.experiments.params import PALETTE, PARAMETERIZATIONS, Parameterization, get_parameterization
 from wnlib.experiments.presets import CPU_LEARNING_RATES, PAPER_LEARNING_RATES, PRESETS, make_config
 from wnlib.experiments.results import (
+    benchmark_epochs,
     curves,
     epoch_costs,
     lr_sweep,
@@ -56,6 +57,7 @@ __all__ = [
     "Parameterization",
     "RunResult",
     "TrainConfig",
+    "benchmark_epochs",
     "build_model",
     "cache_dir",
     "curves",

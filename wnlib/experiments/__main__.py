@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from wnlib.experiments.data import ChecksumError, DownloadError
 from wnlib.experiments.params import PARAMETERIZATIONS, get_parameterization
 from wnlib.experiments.presets import PRESETS, make_config, preset_threads
 from wnlib.experiments.results import markdown_table, summarize
@@ -54,7 +55,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--split", choices=("test", "validation"), default=None)
     p.add_argument("--cache-dir", help="cache directory (default $WNLIB_CACHE or ~/.cache/wnlib)")
     p.add_argument("--no-cache", action="store_true", help="train even if a result is cached")
-    p.add_argument("--save-model", metavar="DIR", help="save each run's final state_dict (per rank) in DIR")
+    p.add_argument(
+        "--save-model",
+        metavar="DIR",
+        help="save each run's final state_dict (per rank) in DIR; trains, bypassing the result cache",
+    )
     p.add_argument("--json", metavar="FILE", help="also write all results as JSON to FILE")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: the preset's)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -115,6 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if rank == 0:
                 source = " (cached)" if result.cached else ""
                 print(f"\n## {config.param}, seed {config.seed}{source}\n\n{result.to_markdown()}")
+    except (DownloadError, ChecksumError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    else:
         if rank == 0:
             columns = ["param", "seeds", "test_error_mean", "test_error_std", "seconds_per_epoch"]
             print(f"\n## Summary (final test error in %)\n\n{markdown_table(summarize(results), columns)}")

@@ -280,7 +280,8 @@ def fetch(remote: RemoteFile, directory: Path, download: bool = True) -> Path:
     if not target.exists():
         how = (
             f"Download {remote.filename} by hand from {remote.urls[0]} and put it at {target} "
-            f"(SHA-256 {remote.sha256}); the cache directory is the cache argument, or ${ENV_VAR}."
+            f"(SHA-256 {remote.sha256}). The cache directory is set by --cache-dir or the cache argument, "
+            f"else ${ENV_VAR}, else ~/.cache/wnlib."
         )
         if not download:
             raise DownloadError(f"{target} is missing and download=False. {how}")

@@ -2,8 +2,10 @@
 
 The Experiments chapter calls :func:`run_grid` once (every run comes from the cache after the first
 execution), then :func:`summarize` for mean ± standard deviation of the final test error per
-parameterization, :func:`epoch_costs` for the wall-clock cost per epoch, and :func:`markdown_table` to
-show either. :func:`lr_sweep` is how the CPU presets' learning rates were chosen.
+parameterization, :func:`epoch_costs` (from the grid's runs) or :func:`benchmark_epochs` (measured
+round-robin, less sensitive to a busy machine) for the wall-clock cost per epoch, :func:`curves` for
+the training curves, and :func:`markdown_table` to show any of these tables. :func:`lr_sweep` is how
+the CPU presets' learning rates were chosen.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any, Literal
 
 from wnlib.experiments.params import PARAMETERIZATIONS, get_parameterization
 from wnlib.experiments.presets import make_config, preset_threads
-from wnlib.experiments.training import RunResult, train
+from wnlib.experiments.training import RunResult, cached_result, train
 
 ALL = tuple(PARAMETERIZATIONS)
 
@@ -29,6 +31,7 @@ def run_grid(
     use_cache: bool = True,
     cache_dir: str | None = None,
     threads: int | Literal["preset"] | None = "preset",
+    workers: int = 1,
     **overrides: Any,
 ) -> list[RunResult]:
     """Train (or load from the cache) every parameterization × seed of ``preset``.
@@ -36,24 +39,49 @@ def run_grid(
     Runs go seed by seed, all parameterizations within a seed, so that a change in the machine's load
     during the grid falls on every parameterization alike (it matters for the per-epoch times).
     ``overrides`` are :class:`~wnlib.experiments.training.TrainConfig` fields (e.g. ``epochs=5``,
-    ``lr=0.01``) applied to every run; ``threads`` is torch's CPU thread count (default: the preset's).
-    Returns the results in that order.
+    ``lr=0.01``) applied to every run; ``threads`` is torch's CPU thread count per run (default: the
+    preset's). ``workers`` > 1 trains that many runs at once in separate processes (CPU only; with the
+    CPU presets' one thread per run, ``workers=2`` uses both cores of a 2-core machine). Results do not
+    depend on ``workers``; the per-epoch times do (parallel runs share the memory bus), so measure costs
+    with :func:`benchmark_epochs`. Returns the results in grid order.
     """
     if threads == "preset":
         threads = preset_threads(preset)
     params = [get_parameterization(p).name for p in params]
-    seeds = list(seeds)
     configs = [make_config(preset, p, s, **overrides) for s in seeds for p in params]
+    kwargs = {
+        "device": device,
+        "quiet": True,
+        "use_cache": use_cache,
+        "cache_dir": cache_dir,
+        "threads": threads,
+    }
     from tqdm.auto import tqdm
 
-    results = []
-    for config in tqdm(configs, desc=f"{preset} grid", disable=quiet, dynamic_ncols=True):
-        results.append(
-            train(
-                config, device=device, quiet=True, use_cache=use_cache, cache_dir=cache_dir, threads=threads
-            )
-        )
-    return results
+    bar = tqdm(total=len(configs), desc=f"{preset} grid", disable=quiet, dynamic_ncols=True)
+    results: list[RunResult | None] = [None] * len(configs)
+    if workers > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        if use_cache:  # cached runs need no worker
+            for i, config in enumerate(configs):
+                results[i] = cached_result(config, device=device, cache_dir=cache_dir)
+        todo = [i for i, r in enumerate(results) if r is None]
+        bar.update(len(configs) - len(todo))
+        if todo:
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(min(workers, len(todo)), mp_context=context) as pool:
+                futures = {pool.submit(train, configs[i], **kwargs): i for i in todo}
+                for future in as_completed(futures):
+                    results[futures[future]] = future.result()
+                    bar.update()
+    else:
+        for i, config in enumerate(configs):
+            results[i] = train(config, **kwargs)
+            bar.update()
+    bar.close()
+    return [r for r in results if r is not None]
 
 
 def _by_param(results: Iterable[RunResult]) -> dict[str, list[RunResult]]:
@@ -108,6 +136,68 @@ def epoch_costs(results: Iterable[RunResult], baseline: str = "normal") -> list[
         }
         for p, s in costs.items()
     ]
+
+
+def benchmark_epochs(
+    preset: str = "cpu-small",
+    params: Iterable[str] = ALL,
+    repeats: int = 5,
+    *,
+    device: str | None = None,
+    use_cache: bool = True,
+    cache_dir: str | None = None,
+    threads: int | Literal["preset"] | None = "preset",
+    quiet: bool = False,
+    **overrides: Any,
+) -> list[dict[str, Any]]:
+    """Wall-clock seconds of one training epoch per parameterization, measured round-robin.
+
+    Each repeat trains one epoch of every parameterization in turn (fresh model, seed = repeat), so a
+    change in the machine's load hits all of them alike; the minimum over repeats is the least
+    disturbed measurement, the median the typical one. Rows: param, label, min and median seconds, and
+    both relative to the normal parameterization's. Cached like runs (keyed by the arguments, device
+    type and wnlib version), so a notebook shows the same numbers on every execution; pass
+    ``use_cache=False`` to measure again.
+    """
+    import wnlib
+    from wnlib.experiments import cache as _cache
+    from wnlib.experiments.training import fit, resolve_device
+
+    params = [get_parameterization(p).name for p in params]
+    if threads == "preset":
+        threads = preset_threads(preset)
+    resolved = resolve_device(device)
+    key = _cache.config_key(
+        {
+            "benchmark_epochs": [preset, params, repeats, sorted(overrides.items()), threads],
+            "device": resolved.type,
+            "wnlib": wnlib.__version__,
+            "results_version": _cache.RESULTS_VERSION,
+        }
+    )
+    if use_cache and (stored := _cache.load_result(key, cache_dir)) is not None:
+        return stored["rows"]
+    from tqdm.auto import tqdm
+
+    seconds: dict[str, list[float]] = {p: [] for p in params}
+    with tqdm(total=repeats * len(params), desc="epoch timing", disable=quiet, dynamic_ncols=True) as bar:
+        for r in range(repeats):
+            for p in params:
+                config = make_config(preset, p, r, **{"epochs": 1, **overrides})
+                _, result = fit(config, device=resolved, quiet=True, cache_dir=cache_dir, threads=threads)
+                seconds[p].append(result.epochs[0].seconds)
+                bar.update()
+    base = seconds.get("normal")
+    rows = []
+    for p, s in seconds.items():
+        row = {"param": p, "label": PARAMETERIZATIONS[p].label, "min_seconds": min(s)}
+        row["median_seconds"] = statistics.median(s)
+        if base:
+            row["min_relative_to_normal"] = min(s) / min(base)
+            row["median_relative_to_normal"] = statistics.median(s) / statistics.median(base)
+        rows.append(row)
+    _cache.save_result(key, {"rows": rows, "seconds": seconds}, cache_dir)
+    return rows
 
 
 def curves(results: Iterable[RunResult], key: str = "test_error") -> dict[str, list[list[float]]]:

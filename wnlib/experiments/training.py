@@ -398,6 +398,18 @@ def _fit(
     return model, result
 
 
+def cached_result(
+    config: TrainConfig,
+    *,
+    device: str | torch.device | None = None,
+    cache_dir: str | None = None,
+    world_size: int = 1,
+) -> RunResult | None:
+    """The stored :class:`RunResult` of ``config`` on ``device``'s type, or None if it was never run."""
+    stored = _cache.load_result(cache_key(config, resolve_device(device), world_size), cache_dir)
+    return None if stored is None else RunResult.from_dict(stored, cached=True)
+
+
 def train(
     config: TrainConfig,
     *,
@@ -423,14 +435,13 @@ def train(
     """
     resolved = resolve_device(device)
     group, rank, world = _distributed(process_group)
-    key = cache_key(config, resolved, world)
     if use_cache:
-        stored = _cache.load_result(key, cache_dir)
+        stored = cached_result(config, device=resolved, cache_dir=cache_dir, world_size=world)
         if stored is not None:
-            return RunResult.from_dict(stored, cached=True)
+            return stored
     _, result = fit(
         config, device=resolved, quiet=quiet, process_group=group, cache_dir=cache_dir, threads=threads
     )
     if rank == 0:
-        _cache.save_result(key, result.to_dict(), cache_dir)
+        _cache.save_result(cache_key(config, resolved, world), result.to_dict(), cache_dir)
     return result
