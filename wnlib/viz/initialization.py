@@ -449,19 +449,21 @@ def plot_heldout(profiles: dict[int, DepthProfile], scale: float = 1.0) -> plt.F
     return fig
 
 
-def plot_training(curves: dict[str, dict[str, object]], window: int = 10) -> plt.Figure:
-    """Training loss (a running mean over ``window`` steps) from each initialization."""
+def plot_training(curves: dict[str, dict[str, object]], window: int = 10, scale: float = 1.0) -> plt.Figure:
+    """Training loss (a running mean over ``window`` steps) from each initialization (of :func:`train_curves`
+    with this ``scale``)."""
     fig, ax = figure(height=3.2)
     with book_style():
         for init, run in curves.items():
             loss = np.asarray(run["loss"])
             smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
-            label = STYLE[init]["label"].replace(", init batch", "") + f": test error {run['test_error']:.1%}"
+            label = STYLE[init]["label"].replace(", init batch", "").replace("= s", f"= {scale_label(scale)}")
+            label += f": test error {run['test_error']:.1%}"
             ax.plot(np.arange(window, len(loss) + 1), smooth, color=STYLE[init]["color"], label=label)
         ax.set(
             xlabel="step (minibatch of 100)",
             ylabel=f"training loss (mean of {window} steps)",
-            title="From torch's default init the deep net stalls; a sound scale trains at once",
+            title="From torch's default the deep net stalls; from data it trains at once",
         )
-        ax.legend(fontsize=8.5)
+        fig.legend(loc="outside lower center", fontsize=8.5)
     return fig
