@@ -234,7 +234,7 @@ def spectra_widget(seed: int = 0):
             f"centered {singular_values(wv['centered weight norm'])[0]:.2f}, spectral 1"
         )
         ax_rows.set_title(f"smallest row under spectral norm: {row_norms(wv['spectral norm']).min():.3f}")
-        ax_sv.legend(fontsize=8, loc="lower left")
+        ax_sv.legend(fontsize=8, loc="upper right")
         plt.show()
 
     return widgets.interactive(
@@ -328,11 +328,11 @@ def invariance_table(seed: int = 0, m: int = 6, n: int = 8, batch: int = 16) -> 
 
 def format_invariance_table(table: dict[str, list[bool]]) -> str:
     """The table as aligned text: a row per method, a column per transform (✓ invariant, · not)."""
-    short = ["W·δ", "W+1γᵀ", "w_i·δ_i", "X·δ", "X+1γᵀ", "x_n·δ_n", "x_n+c_n·1"]
-    width = max(len(k) for k in table) + 2
-    lines = [" " * width + "".join(f"{s:>10}" for s in short)]
+    short = ["W·δ", "W+1γᵀ", "w_i·δ_i", "X·δ", "X+1γᵀ", "x_n·δ_n", "x_n+c·1"]
+    width = max(len(k) for k in table) + 1
+    lines = [" " * width + "".join(f"{s:>8}" for s in short)]
     for name, row in table.items():
-        lines.append(f"{name:<{width}}" + "".join(f"{('✓' if ok else '·'):>10}" for ok in row))
+        lines.append(f"{name:<{width}}" + "".join(f"{('✓' if ok else '·'):>8}" for ok in row))
     return "\n".join(lines)
 
 
@@ -363,8 +363,8 @@ def _toy_problem(seed: int, n_in: int = 5, n_out: int = 3, batch: int = 8) -> tu
 def scale_invariance(alpha: float = 10.0, seed: int = 0) -> dict[str, float]:
     """f(αv) = f(v) and ∇f(αv) = ∇f(v)/α for a weight-normalized layer (eq. 2), with v·∇f(v) = 0.
 
-    f is the cross-entropy of a weight-normalized linear classifier (w = g·v/‖v‖, g and the bias
-    fixed) on a fixed batch, differentiated with wnlib's analytic backward (eq. 3–4). Returns the
+    f is the cross-entropy of a weight-normalized linear classifier (w = g·v/‖v‖ with g fixed, no
+    bias) on a fixed batch, differentiated with wnlib's analytic backward (eq. 3–4). Returns the
     two losses, the largest entry of |α∇f(αv) − ∇f(v)| relative to the largest of |∇f(v)|, and the
     largest |v_i·∇_{v_i} f| relative to ‖v_i‖‖∇_{v_i} f‖ (the gradient is orthogonal to each row).
     """
@@ -545,8 +545,9 @@ def weight_decay_figure(runs: dict[float, dict[str, np.ndarray]], lr: float, win
     ax_a.set_xlabel("SGD step")
     ax_a.set_ylabel("angle turned per step (degrees)")
     ax_a.set_yscale("log")
+    ax_a.yaxis.set_major_locator(mticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax_a.yaxis.set_major_formatter(mticker.FormatStrFormatter("%g"))
-    ax_a.yaxis.set_minor_formatter(mticker.FormatStrFormatter("%g"))
+    ax_a.yaxis.set_minor_formatter(mticker.NullFormatter())
     ax_a.set_title("…and the angle per step settles at √(2ηλ)")
     ax_n.legend(fontsize=8)
     ax_a.plot([], [], color="#555555", ls="--", lw=1, label="predicted √(2ηλ)")
