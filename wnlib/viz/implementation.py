@@ -1,0 +1,496 @@
+"""Computations and figures of the Implementation chapter (``book/implementation.ipynb``).
+
+The chapter goes from the NumPy reference of Salimans & Kingma (2016), eq. 2–4, to the PyTorch op
+(:func:`wnlib.functional.weight_norm`), the dense layer that never forms w
+(:func:`wnlib.functional.linear`), the layers and the benchmark. This module holds what its figures and
+tables compute:
+
+- :func:`saved_for_backward`: which tensors autograd keeps for the backward (what an op costs in memory);
+- :func:`eps_response`: what ``eps`` in ‖v‖ = sqrt(Σv² + eps) does to w (eq. 2) and to the gradient gain
+  g/‖v‖ of eq. 4, with :func:`plot_eps` and :func:`eps_widget`;
+- :func:`bf16_norm_errors`: the norm of eq. 2 in bfloat16 with a bfloat16 accumulator versus wnlib's
+  float32 accumulation, with :func:`plot_bf16`;
+- :func:`scaled_vs_materialized`: y = (g/‖v‖) ⊙ (x vᵀ) + b against y = x wᵀ + b, values and gradients;
+- :func:`output_channels_scaled`: which output channels a single g moves (ConvTranspose's kept axis);
+- :func:`read_bench`, :func:`target_report`, :func:`plot_bench`, :func:`gpu_bench_markdown`: the tables
+  written by ``python -m wnlib.bench`` and ``python -m wnlib.bench_gpu``.
+
+Everything is small, seeded and deterministic; the weight norm itself always comes from wnlib.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import wnlib
+from wnlib.viz.style import ACCENT, PALETTE, book_style, figure
+
+__all__ = [
+    "BF16_UNIT_ROUNDOFF",
+    "TARGETS",
+    "AccumulationErrors",
+    "BenchRow",
+    "BenchTable",
+    "SavedTensor",
+    "bf16_norm_errors",
+    "data_file",
+    "eps_response",
+    "eps_widget",
+    "gpu_bench_markdown",
+    "output_channels_scaled",
+    "plot_bench",
+    "plot_bf16",
+    "plot_eps",
+    "read_bench",
+    "saved_for_backward",
+    "saved_table",
+    "scaled_vs_materialized",
+    "show_source",
+    "target_report",
+]
+
+BF16_UNIT_ROUNDOFF = 2.0**-8  # half the spacing of bfloat16 numbers just above 1 (8 significant bits)
+
+
+def show_source(*functions: Callable) -> object:
+    """The source of ``functions`` as a Markdown code block (rendered by the book and by Jupyter)."""
+    from IPython.display import Markdown
+
+    code = "\n\n".join(inspect.getsource(f).rstrip() for f in functions)
+    return Markdown(f"```python\n{code}\n```")
+
+
+# --------------------------------------------------------------------------------------------------
+# What autograd keeps for the backward
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SavedTensor:
+    """One tensor saved for the backward: its shape and size, and whether it is one of the inputs."""
+
+    shape: tuple[int, ...]
+    nbytes: int
+    is_input: bool  # shares storage with an input (a parameter or x, in memory anyway)
+    storage: int = field(repr=False, compare=False)
+
+
+def saved_for_backward(fn: Callable[[], Tensor], inputs: Sequence[Tensor]) -> list[SavedTensor]:
+    """The tensors autograd saves while ``fn()`` runs (``torch.autograd.graph.saved_tensors_hooks``).
+
+    A tensor sharing storage with one of ``inputs`` costs no memory of its own; every other one is a
+    new allocation kept alive until the backward, e.g. the materialized w = g·v/‖v‖ (eq. 2).
+    """
+    ptrs = {t.untyped_storage().data_ptr() for t in inputs}
+    saved: list[SavedTensor] = []
+
+    def pack(t: Tensor) -> Tensor:
+        ptr = t.untyped_storage().data_ptr()
+        saved.append(SavedTensor(tuple(t.shape), t.numel() * t.element_size(), ptr in ptrs, ptr))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return saved
+
+
+def _new_allocations(saved: Sequence[SavedTensor]) -> list[SavedTensor]:
+    """Saved tensors that are not inputs, each storage counted once."""
+    seen: set[int] = set()
+    out = []
+    for s in saved:
+        if not s.is_input and s.storage not in seen:
+            seen.add(s.storage)
+            out.append(s)
+    return out
+
+
+def saved_table(cases: dict[str, list[SavedTensor]], weight_shape: Sequence[int]) -> tuple[str, dict]:
+    """A text table of what each way of computing a layer keeps for its backward, and the counts.
+
+    Returns the table and, per case, ``{"weight_sized": n, "new_kib": k}``: how many new tensors of
+    the weight's size are kept, and the KiB of all new allocations kept.
+    """
+    numel = int(np.prod(weight_shape))
+    lines = [f"{'':34}{'saved':>6}{'new weight-sized':>18}{'new KiB kept':>14}"]
+    counts = {}
+    for name, saved in cases.items():
+        new = _new_allocations(saved)
+        n_weight = sum(1 for s in new if int(np.prod(s.shape)) == numel)
+        kib = sum(s.nbytes for s in new) / 1024
+        counts[name] = {"weight_sized": n_weight, "new_kib": kib}
+        lines.append(f"{name:34}{len(saved):>6}{n_weight:>18}{kib:>14.1f}")
+    return "\n".join(lines), counts
+
+
+# --------------------------------------------------------------------------------------------------
+# eps: ‖v‖ = sqrt(Σ v² + eps)
+# --------------------------------------------------------------------------------------------------
+
+
+def eps_response(radii: np.ndarray, eps: float, g: float = 1.0) -> dict[str, np.ndarray]:
+    """‖w‖ and the gradient gain at ‖v‖ = r, through :func:`wnlib.functional.weight_norm` (float64).
+
+    For each radius r, v = r·u with u a unit 2-vector. The upstream gradient ∇w L is a unit vector
+    orthogonal to v, so eq. 3 gives ∇g L = 0 and eq. 4 gives ∇v L = (g/‖v‖)·∇w L: the gain
+    ‖∇v L‖/‖∇w L‖ is g/‖v‖, which wnlib's eps caps at g/√eps. Returns ``w_norm`` and ``gain``.
+    """
+    r = torch.as_tensor(np.asarray(radii, dtype=np.float64))
+    u = torch.tensor([0.6, 0.8], dtype=torch.float64)
+    u_perp = torch.tensor([-0.8, 0.6], dtype=torch.float64)
+    v = (r[:, None] * u).requires_grad_()
+    gs = torch.full((len(r),), g, dtype=torch.float64)
+    w = wnlib.functional.weight_norm(v, gs, dim=0, eps=eps)
+    w.backward(u_perp.expand_as(w))
+    return {
+        "w_norm": torch.linalg.vector_norm(w.detach(), dim=1).numpy(),
+        "gain": torch.linalg.vector_norm(v.grad, dim=1).numpy(),
+    }
+
+
+RADII = np.logspace(-9, 1, 201)
+
+
+def _eps_colors(eps_values: Sequence[float]) -> list[tuple]:
+    cmap = plt.get_cmap("viridis")
+    return [cmap(0.1 + 0.7 * i / max(len(eps_values) - 1, 1)) for i in range(len(eps_values))]
+
+
+def _draw_eps(
+    axes: Sequence[plt.Axes], eps_values: Sequence[float], colors: Sequence, g: float = 1.0
+) -> None:
+    ax_w, ax_gain = axes
+    ax_gain.plot(RADII, g / RADII, ls="--", color=ACCENT, lw=1.5, label="no eps: g/‖v‖")
+    for eps, color in zip(eps_values, colors, strict=True):
+        out = eps_response(RADII, eps, g)
+        label = f"eps = {eps:.0e}"
+        ax_w.plot(RADII, out["w_norm"] / g, color=color, lw=2, label=label)
+        ax_gain.plot(RADII, out["gain"], color=color, lw=2, label=label)
+        for ax in axes:
+            ax.axvline(np.sqrt(eps), color=color, ls=":", lw=1)
+    ax_w.set(
+        xscale="log",
+        yscale="log",
+        ylim=(1e-4, 3),
+        xlabel="‖v‖ (dotted: √eps)",
+        ylabel="‖w‖ / g",
+        title="‖w‖ = g above √eps, → 0 below",
+    )
+    ax_gain.set(
+        xscale="log",
+        yscale="log",
+        ylim=(1e-2, 1e10),
+        xlabel="‖v‖ (dotted: √eps)",
+        ylabel="gain ‖∇v L‖ / ‖∇w L‖",
+        title="the gain g/‖v‖ is capped at g/√eps",
+    )
+    ax_gain.legend(fontsize=8, loc="upper right")
+
+
+def plot_eps(eps_values: Sequence[float] = (1e-12, 1e-8, 1e-4), g: float = 1.0) -> plt.Figure:
+    """Static figure: ‖w‖/g and the gradient gain against ‖v‖ for several eps (eq. 2 and eq. 4)."""
+    fig, axes = figure(2, height=3.2)
+    with book_style():
+        _draw_eps(axes, eps_values, _eps_colors(eps_values), g)
+    fig.suptitle("eps changes nothing while ‖v‖ ≫ √eps; it keeps a vanishing v finite")
+    return fig
+
+
+def eps_widget(g: float = 1.0) -> object:
+    """An ipywidgets ``interactive``: one eps slider (log scale) over the two panels of :func:`plot_eps`."""
+    import ipywidgets as widgets
+
+    def show(eps: float = 1e-6) -> None:
+        with book_style():
+            _, axes = plt.subplots(1, 2, figsize=(7.5, 3.0))
+            _draw_eps(axes, [eps], [PALETTE["weightnorm"]], g)
+        plt.show()
+
+    slider = widgets.FloatLogSlider(value=1e-6, base=10, min=-14, max=-1, step=1, description="eps")
+    return widgets.interactive(show, eps=slider)
+
+
+# --------------------------------------------------------------------------------------------------
+# bfloat16: accumulate the norm in float32
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AccumulationErrors:
+    """Median relative error |‖w‖ − g| / g over the slices, per slice length, per way of summing Σv²."""
+
+    lengths: np.ndarray
+    errors: dict[str, np.ndarray]
+
+
+RUNNING_BF16 = "running sum in bfloat16"
+PAIRWISE_BF16 = "pairwise sum in bfloat16"
+WNLIB_F32 = "wnlib: float32 accumulation"
+
+
+def _pairwise_sum(a: Tensor) -> Tensor:
+    """Σ along the last axis by halving (a tree of additions), each partial sum rounded to a's dtype."""
+    while a.shape[-1] > 1:
+        a = a[..., ::2] + a[..., 1::2]
+    return a[..., 0]
+
+
+def _w_norm_error(w: Tensor, g: float) -> float:
+    return float((torch.linalg.vector_norm(w.double(), dim=1) - g).abs().median() / g)
+
+
+def bf16_norm_errors(
+    lengths: Sequence[int] = tuple(2**k for k in range(6, 15)),
+    slices: int = 16,
+    g: float = 1.0,
+    seed: int = 0,
+) -> AccumulationErrors:
+    """The error in ‖w‖ = g (eq. 2) for bfloat16 weights, by how Σ v² is accumulated.
+
+    v has ``slices`` rows of standard normal bfloat16 values; for each slice length L (a power of two)
+    the first L columns are normalized. Squares are rounded to bfloat16 in every variant. A *running
+    sum* keeps its accumulator in bfloat16, as a naive kernel would: once the sum is 2⁸ times a term,
+    the term is rounded away, and the norm stalls. A *pairwise sum* (a tree of additions, also rounded
+    to bfloat16 at every step) loses far less. Then w = (g/‖v‖)·v in bfloat16. wnlib's op accumulates
+    in float32 and rounds only w. (PyTorch's own CPU reductions also accumulate bfloat16 in float32,
+    so the naive variants are written out here.)
+    """
+    lengths = [int(n) for n in lengths]
+    if any(n & (n - 1) for n in lengths):
+        raise ValueError(f"lengths must be powers of two, got {lengths}")
+    gen = torch.Generator().manual_seed(seed)
+    v = torch.randn(slices, max(lengths), generator=gen).to(torch.bfloat16)
+    g_t = torch.full((slices,), g, dtype=torch.bfloat16)
+    squares = v * v
+    running: dict[int, Tensor] = {}
+    acc = torch.zeros(slices, dtype=torch.bfloat16)
+    for k in range(max(lengths)):
+        acc = acc + squares[:, k]
+        if k + 1 in lengths:
+            running[k + 1] = acc
+    errors: dict[str, list[float]] = {RUNNING_BF16: [], PAIRWISE_BF16: [], WNLIB_F32: []}
+    for n in lengths:
+        vn = v[:, :n]
+        for name, ssq in ((RUNNING_BF16, running[n]), (PAIRWISE_BF16, _pairwise_sum(squares[:, :n]))):
+            scale = g_t / ssq.sqrt()  # bfloat16 throughout
+            errors[name].append(_w_norm_error(vn * scale[:, None], g))
+        errors[WNLIB_F32].append(_w_norm_error(wnlib.functional.weight_norm(vn, g_t), g))
+    return AccumulationErrors(np.array(lengths), {k: np.array(e) for k, e in errors.items()})
+
+
+def plot_bf16(result: AccumulationErrors) -> plt.Figure:
+    """Log–log plot of :func:`bf16_norm_errors`, with bfloat16's unit roundoff for scale."""
+    fig, ax = figure(height=3.3)
+    styles = {
+        RUNNING_BF16: {"color": ACCENT, "marker": "o"},
+        PAIRWISE_BF16: {"color": "0.45", "marker": "s"},
+        WNLIB_F32: {"color": PALETTE["weightnorm"], "marker": "D"},
+    }
+    with book_style():
+        for name, err in result.errors.items():
+            ax.plot(result.lengths, err, lw=2, ms=4, label=name, **styles[name])
+        ax.axhline(BF16_UNIT_ROUNDOFF, color="0.6", ls=":", lw=1)
+        ax.annotate(
+            "bfloat16 unit roundoff 2⁻⁸",
+            (result.lengths[-2], BF16_UNIT_ROUNDOFF),
+            xytext=(0, 4),
+            textcoords="offset points",
+            ha="center",
+            fontsize=8,
+            color="0.4",
+        )
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlabel="slice length L (elements per norm)",
+            ylabel="median |‖w‖ − g| / g",
+            title="A bfloat16 running sum stalls as L grows; float32 accumulation keeps ‖w‖ = g",
+        )
+        ax.set_xscale("log", base=2)
+        ax.legend(fontsize=8.5, loc="upper left")
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# The dense layer without w
+# --------------------------------------------------------------------------------------------------
+
+
+def scaled_vs_materialized(
+    rows: int = 16, d_in: int = 64, d_out: int = 32, dtype: torch.dtype = torch.float64, seed: int = 0
+) -> dict[str, float | str]:
+    """:func:`wnlib.functional.linear` against x wᵀ + b with w = g·v/‖v‖ formed first (eq. 1–2).
+
+    Returns the path ``linear`` took (the name of its autograd node) and, for y and each gradient
+    (x, v, g, b), the largest difference relative to the largest magnitude.
+    """
+    gen = torch.Generator().manual_seed(seed)
+
+    def leaf(*shape: int) -> Tensor:
+        return torch.randn(*shape, generator=gen, dtype=dtype).requires_grad_()
+
+    x, v, g, b = leaf(rows, d_in), leaf(d_out, d_in), leaf(d_out), leaf(d_out)
+    grad_y = torch.randn(rows, d_out, generator=gen, dtype=dtype)
+    results = []
+    for form in ("scaled", "materialized"):
+        for t in (x, v, g, b):
+            t.grad = None
+        if form == "scaled":
+            y = wnlib.functional.linear(x, v, g, b)
+            path = y.grad_fn.name()
+        else:
+            y = F.linear(x, wnlib.functional.weight_norm(v, g, 0), b)
+        y.backward(grad_y)
+        results.append([y.detach(), x.grad, v.grad, g.grad, b.grad])
+    out: dict[str, float | str] = {"path": path}
+    for name, a, ref in zip(("y", "∇x", "∇v", "∇g", "∇b"), *results, strict=True):
+        out[name] = float((a - ref).abs().max() / ref.abs().max())
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# ConvTranspose: which axis is the output
+# --------------------------------------------------------------------------------------------------
+
+
+def output_channels_scaled(layer: nn.Module, g: Tensor, index: int, x: Tensor) -> list[int]:
+    """Output channels whose values change when ``g[index]`` is doubled (restored afterwards).
+
+    With the kept axis on the output channels (wnlib's ConvTranspose default, dim 1) one g moves one
+    output channel; with torch's default dim 0 (the *input* channels of a ConvTranspose weight) one g
+    moves every output channel.
+    """
+    with torch.no_grad():
+        before = layer(x)
+        flat = g.view(-1)
+        old = flat[index].clone()
+        flat[index] *= 2
+        after = layer(x)
+        flat[index] = old
+    changed = (after - before).abs().amax(dim=[d for d in range(before.ndim) if d != 1]) > 0
+    return changed.nonzero().flatten().tolist()
+
+
+# --------------------------------------------------------------------------------------------------
+# Benchmark tables
+# --------------------------------------------------------------------------------------------------
+
+# The issue's targets for wnlib's Linear forward + backward, as a ratio to the plain layer.
+TARGETS: dict[str, float] = {"Linear 256×1024→1024": 1.10, "Linear 64×4096→4096": 1.15}
+VARIANTS = ("wnlib", "torch parametrizations", "torch legacy")
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    """One case of ``python -m wnlib.bench``: the plain layer's time and each variant's ratio to it."""
+
+    case: str
+    plain_ms: float
+    ratios: dict[str, float]
+    peak_mib: dict[str, float]
+
+
+@dataclass(frozen=True)
+class BenchTable:
+    """The benchmark file: where it was measured and its rows."""
+
+    where: str
+    rows: list[BenchRow]
+
+
+def data_file(name: str) -> Path:
+    """``book/data/<name>``, found from the notebook's folder (book/) or from the repository root."""
+    for base in (Path("data"), Path("book/data")):
+        if (base / name).exists():
+            return base / name
+    return Path("data") / name
+
+
+def read_bench(path: Path) -> BenchTable:
+    """Parse the Markdown table written by :func:`wnlib.bench.table`."""
+    text = path.read_text()
+    match = re.search(r"Measured on: (.*)\.\s*$", text.splitlines()[0])
+    where = match.group(1) if match else "unknown"
+    rows = []
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 6 or cells[0] == "case" or set(cells[0]) <= {"-"}:
+            continue
+        ratios = dict(zip(VARIANTS, (float(c) for c in cells[2:5]), strict=True))
+        peaks = dict(zip(("plain", *VARIANTS), (float(c) for c in cells[5].split("/")), strict=True))
+        rows.append(BenchRow(cells[0], float(cells[1]), ratios, peaks))
+    return BenchTable(where, rows)
+
+
+def target_report(table: BenchTable) -> str:
+    """Each target of the issue against the table: wnlib's ratio per size, and wnlib vs torch's
+    parametrization on every row."""
+    by_case = {r.case: r for r in table.rows}
+    lines = []
+    for case, limit in TARGETS.items():
+        if case not in by_case:
+            lines.append(f"{case}: wnlib ≤ {limit:.2f}× plain — not in this table (run without --quick)")
+            continue
+        ratio = by_case[case].ratios["wnlib"]
+        verdict = "met" if ratio <= limit else "NOT met"
+        lines.append(f"{case}: wnlib {ratio:.2f}× plain (target ≤ {limit:.2f}×): {verdict}")
+    for r in table.rows:
+        ours, theirs = r.ratios["wnlib"], r.ratios["torch parametrizations"]
+        verdict = "met" if ours < theirs else "NOT met"
+        lines.append(f"{r.case}: wnlib {ours:.2f}× vs torch parametrizations {theirs:.2f}×: {verdict}")
+    return "\n".join(lines)
+
+
+def plot_bench(table: BenchTable) -> plt.Figure:
+    """Horizontal bars: each variant's forward + backward time as a ratio to the plain layer."""
+    colors = {"wnlib": PALETTE["weightnorm"], "torch parametrizations": "0.5", "torch legacy": "0.8"}
+    fig, ax = figure(height=0.55 * len(table.rows) * len(VARIANTS) / 2 + 1.2)
+    with book_style():
+        height = 0.8 / len(VARIANTS)
+        for i, row in enumerate(table.rows):
+            for j, name in enumerate(VARIANTS):
+                y = i + (j - (len(VARIANTS) - 1) / 2) * height
+                ax.barh(
+                    y,
+                    row.ratios[name],
+                    height=height * 0.9,
+                    color=colors[name],
+                    label=name if i == 0 else None,
+                )
+            if row.case in TARGETS:
+                ax.plot([TARGETS[row.case]] * 2, [i - 0.45, i + 0.45], color=ACCENT, lw=2)
+        ax.axvline(1.0, color="k", lw=1)
+        handles, labels = ax.get_legend_handles_labels()
+        handles.append(plt.Line2D([], [], color=ACCENT, lw=2))
+        labels.append("target for wnlib")
+        ax.set_yticks(range(len(table.rows)), [r.case for r in table.rows])
+        ax.invert_yaxis()
+        ax.set(
+            xlabel="forward + backward time / plain layer's", title="Weight norm's cost over the plain layer"
+        )
+        ax.set_xlim(left=min(0.8, min(min(r.ratios.values()) for r in table.rows) - 0.05))
+        ax.legend(handles, labels, fontsize=8, loc="lower right")
+        ax.grid(axis="y", visible=False)
+    return fig
+
+
+def gpu_bench_markdown(path: Path) -> object:
+    """The GPU table as Markdown if ``path`` exists, else a plain statement that it is not measured yet."""
+    from IPython.display import Markdown
+
+    if path.exists():
+        return Markdown(path.read_text())
+    return Markdown(
+        "*No GPU measurements yet:* `book/data/bench_gpu.md` does not exist. "
+        "It is written by `python -m wnlib.bench_gpu` on a machine with a CUDA GPU and Triton."
+    )
