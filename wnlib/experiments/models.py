@@ -221,8 +221,10 @@ def initialize(
     """Apply ``param``'s initialization to ``model`` (built by :func:`build_model` under ``param``).
 
     With ``data_init``: :func:`wnlib.data_dependent_init` on the batch ``x`` (the paper's code uses 500
-    training examples), in the model's current train/eval mode (the paper initializes in training mode,
-    input noise and dropout included). With a ``process_group`` the statistics are all-reduced, so every
+    training examples). It passes the batch in training mode with dropout off; :class:`GaussianNoise`
+    follows the model's mode (training, as :func:`~wnlib.experiments.training.fit` calls it). The
+    paper's code initialized with noise and dropout both on. With a ``process_group`` the statistics are
+    all-reduced, so every
     rank initializes identically from its own shard of the batch. With ``fold`` (``normal``): weight
     norm is then removed from every layer, leaving plain weights w = g·v/‖v‖.
 
