@@ -49,14 +49,14 @@ class InitReport(list):
     """The per-layer :class:`LayerInit` records, in forward order, printable as a table."""
 
     def __str__(self) -> str:
+        width = max([5, *(len(r.name) for r in self)])
+        kind = max([4, *(len(r.kind) for r in self)])
         cols = ("|μ| before", "σ before", "|μ| after", "σ after")
-        head = f"{'layer':<24} {'kind':<16} " + " ".join(f"{c:>10}" for c in cols)
-        rows = [head]
+        rows = [f"{'layer':<{width}}  {'kind':<{kind}}" + "".join(f"{c:>11}" for c in cols)]
         for r in self:
-            rows.append(
-                f"{r.name:<24} {r.kind:<16} {r.mean_before.abs().mean():>10.4f} {r.std_before.mean():>10.4f} "
-                f"{r.mean_after.abs().mean():>10.4f} {r.std_after.mean():>10.4f}"
-            )
+            means = (r.mean_before, r.std_before, r.mean_after, r.std_after)
+            stats = (m.abs().mean() if k % 2 == 0 else m.mean() for k, m in enumerate(means))
+            rows.append(f"{r.name:<{width}}  {r.kind:<{kind}}" + "".join(f"{float(x):>11.4f}" for x in stats))
         return "\n".join(rows)
 
 
@@ -86,15 +86,13 @@ def _check_initializable(name: str, module: nn.Module) -> None:
 def _moments(t: Tensor, axis: int, process_group: Any) -> tuple[Tensor, Tensor, int]:
     """Per-feature mean and (population) standard deviation of t, all-reduced across ranks if asked."""
     t = t.movedim(axis, -1).reshape(-1, t.shape[axis]).double()
-    sums = torch.stack([t.sum(0), (t * t).sum(0)])
-    count = torch.tensor([float(t.shape[0])], dtype=torch.float64, device=t.device)
+    count = torch.full((t.shape[1],), float(t.shape[0]), dtype=torch.float64, device=t.device)
+    sums = torch.stack([count, t.sum(0), (t * t).sum(0)])  # (n, Σt, Σt²) per feature
     if process_group is not None:
-        group = None if process_group is True else process_group
-        dist.all_reduce(sums, group=group)
-        dist.all_reduce(count, group=group)
-    n = count.item()
-    mean = sums[0] / n
-    var = (sums[1] / n - mean * mean).clamp_min(0.0)
+        dist.all_reduce(sums, group=None if process_group is True else process_group)
+    n = sums[0, 0].item()
+    mean = sums[1] / n
+    var = (sums[2] / n - mean * mean).clamp_min(0.0)
     return mean, var.sqrt(), int(n)
 
 
