@@ -101,10 +101,13 @@ def peak_memory(layer: nn.Module, x: Tensor, grad: Tensor) -> int:
         activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True
     ) as prof:
         _step(layer, x, grad)
-    events = sorted((e for e in prof.events() if e.name == "[memory]"), key=lambda e: e.time_range.start)
+    # Allocation (+bytes) and release (−bytes) records, replayed in time order.
+    records = sorted(
+        (e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"
+    )
     level = peak = 0
-    for e in events:
-        level += e.cpu_memory_usage
+    for _, nbytes in records:
+        level += nbytes
         peak = max(peak, level)
     return peak
 

@@ -107,12 +107,12 @@ def keepdim_shape(shape: Sequence[int], dim: int) -> list[int]:
 
 
 def torch_ops_weight_norm(v: Tensor, g: Tensor, dim: int, eps: float = EPS) -> Tensor:
-    """w = g · v / sqrt(‖v‖² + eps) with plain PyTorch ops (the unfused baseline), norms in float32 for
+    """w = g · v / max(‖v‖, eps) with plain PyTorch ops (the unfused baseline), norms in float32 for
     half-precision ``v``; ``g`` has the keep-dim shape."""
     axes = [a for a in range(v.ndim) if a != dim]
     acc = torch.float64 if v.dtype == torch.float64 else torch.float32
-    squares = torch.linalg.vector_norm(v, dim=axes, keepdim=True, dtype=acc).square()
-    return v * (g.to(acc) / torch.sqrt(squares + eps)).to(v.dtype)
+    norm = torch.linalg.vector_norm(v, dim=axes, keepdim=True, dtype=acc).clamp_min(eps)
+    return v * (g.to(acc) / norm).to(v.dtype)
 
 
 def traffic_bytes(shape: Sequence[int], dim: int | None, dtype: torch.dtype) -> tuple[int, int]:

@@ -30,6 +30,9 @@ _BACKENDS = ("auto", "torch", "triton")
 _backend: Backend = "auto"
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 _FUSED_DTYPES = (torch.float32, torch.float64)
+# Below this many weights, per-op overhead dominates and materializing w with PyTorch's fused op wins
+# (measured by ``python -m wnlib.bench``; see the Implementation chapter).
+SCALED_LINEAR_MIN_NUMEL = 2**18
 
 
 # --------------------------------------------------------------------------------------------------
@@ -93,20 +96,19 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def slice_norm(v: Tensor, dim: int | None, eps: float = DEFAULT_EPS) -> Tensor:
-    """‖v‖ per slice as sqrt(Σ v² + eps), shape (S,), in the accumulation dtype.
+    """‖v‖ per slice, clamped below at eps, shape (S,), in the accumulation dtype.
 
-    The eps inside the square root keeps a zero slice finite: its w is 0 and its gradients are finite
-    (∇g = 0, ∇v = g ∇w / √eps). Otherwise it differs from ‖v‖ by a relative eps/(2‖v‖²): nothing in float32.
+    The clamp (the convention of ``torch.nn.functional.normalize``) keeps a zero slice finite: its w is 0
+    and its gradients are finite (∇g = 0, ∇v = (g/eps)·∇w). Any slice with ‖v‖ ≥ eps is untouched.
     """
     acc = accumulation_dtype(v.dtype)
     if dim is None:
-        squares = torch.linalg.vector_norm(v, dtype=acc).square().reshape(1)
+        n = torch.linalg.vector_norm(v, dtype=acc).reshape(1)
     elif dim == 0 and v.is_contiguous():
-        squares = torch.linalg.vector_norm(v.reshape(v.shape[0], -1), dim=1, dtype=acc).square()
+        n = torch.linalg.vector_norm(v.reshape(v.shape[0], -1), dim=1, dtype=acc)
     else:
-        reduce = [d for d in range(v.ndim) if d != dim]
-        squares = torch.linalg.vector_norm(v, dim=reduce, dtype=acc).square()
-    return squares.add_(eps).sqrt_()
+        n = torch.linalg.vector_norm(v, dim=[d for d in range(v.ndim) if d != dim], dtype=acc)
+    return n.clamp_min_(eps)
 
 
 def _slice_dot(a: Tensor, b: Tensor, dim: int | None, acc: torch.dtype) -> Tensor:
@@ -206,8 +208,8 @@ class WeightNormFunction(torch.autograd.Function):
 def _fused_backward_applies(v: Tensor, dim: int | None) -> bool:
     """PyTorch's own fused CPU/CUDA kernel for eq. 3–4 handles float32/float64 and the first or last axis.
 
-    It takes the norms as an input, so passing the eps-regularized ones gives exactly eq. 3–4 with
-    ‖v‖ = sqrt(Σv² + eps): the same formula as :func:`_weight_norm_backward`, in one pass.
+    It takes the norms as an input, so passing the clamped ones gives exactly :func:`_weight_norm_backward`
+    (eq. 3–4 with ‖v‖ → max(‖v‖, eps)), in one pass.
     """
     return dim is not None and v.ndim > 1 and (dim == 0 or dim == v.ndim - 1) and v.dtype in _FUSED_DTYPES
 
@@ -238,7 +240,8 @@ def weight_norm(v: Tensor, g: Tensor, dim: int | None = 0, eps: float = DEFAULT_
         dim: the kept axis, one norm per index along it (0 for Linear/Conv weights, 1 for
             ConvTranspose weights, which are laid out (in, out, ...)); negative values count from the
             end; ``None`` normalizes the whole tensor as one vector.
-        eps: added to Σ v² before the square root, so a zero slice gives w = 0 and finite gradients.
+        eps: lower bound on ‖v‖ (as in ``torch.nn.functional.normalize``), so a zero slice gives w = 0 and
+            finite gradients; slices with ‖v‖ ≥ eps are exactly eq. 2.
 
     Returns:
         w, with v's shape and dtype. Along every slice ‖w‖ = |g| (up to eps).
@@ -249,10 +252,32 @@ def weight_norm(v: Tensor, g: Tensor, dim: int | None = 0, eps: float = DEFAULT_
     """
     dim = canonical_dim(v, dim)
     check_inputs(v, g, dim)
-    g = g.reshape(-1)
     if _use_kernels(v):
-        return _kernels().TritonWeightNorm.apply(v, g, dim, eps)
-    return WeightNormFunction.apply(v, g, dim, eps)
+        return _kernels().TritonWeightNorm.apply(v, g.reshape(-1), dim, eps)
+    if _native_applies(v, dim):
+        w = _native_weight_norm(v, g, dim, eps)
+        if w is not None:
+            return w
+    return WeightNormFunction.apply(v, g.reshape(-1), dim, eps)
+
+
+def _native_applies(v: Tensor, dim: int | None) -> bool:
+    """Whether PyTorch's fused op computes exactly our w here: CPU, float32/64, first or last axis.
+
+    Not while compiling: the check below reads a value, which would break the graph.
+    """
+    return v.device.type == "cpu" and _fused_backward_applies(v, dim) and not torch.compiler.is_compiling()
+
+
+def _native_weight_norm(v: Tensor, g: Tensor, dim: int, eps: float) -> Tensor | None:
+    """w from ``torch._weight_norm_interface``: one fused pass forward and backward, autograd in C++.
+
+    It has no eps, so it is exact only when every ‖v‖ ≥ eps (then the clamp does nothing); None
+    otherwise, and the caller takes the clamped path. The forward returns the norms, so the check
+    costs one small reduction.
+    """
+    w, n = torch._weight_norm_interface(v, g.reshape(slice_shape(v, dim)), dim)
+    return w if bool(n.min() >= eps) else None
 
 
 class ScaledLinearFunction(torch.autograd.Function):
@@ -314,6 +339,6 @@ def linear(x: Tensor, v: Tensor, g: Tensor, bias: Tensor | None = None, eps: flo
             f"(expected {v.shape[1]} input features)"
         )
     rows = x.numel() // max(x.shape[-1], 1)
-    if _use_kernels(v) or rows > v.shape[1] or x.dtype != v.dtype:
+    if _use_kernels(v) or rows > v.shape[1] or v.numel() < SCALED_LINEAR_MIN_NUMEL or x.dtype != v.dtype:
         return F.linear(x, weight_norm(v, g, 0, eps), bias)
     return ScaledLinearFunction.apply(x, v, g.reshape(-1), bias, eps)

@@ -206,7 +206,7 @@ def weight_norm(
             and most layers, 1 for ConvTranspose (whose weights are (in, out, ...); torch's own
             weight_norm uses 0 there, which normalizes per *input* channel). ``None``: one g for the
             whole tensor.
-        eps: added to Σ v² under the square root (see :func:`wnlib.functional.weight_norm`).
+        eps: lower bound on ‖v‖ (see :func:`wnlib.functional.weight_norm`).
 
     Returns:
         The same module (its class swapped for a weight-normalized subclass).

@@ -15,9 +15,9 @@ and the gradients with respect to the new parameters follow from the chain rule:
     ∇v L = (g / ‖v‖) · ∇w L − (g ∇g L / ‖v‖²) · v       (eq. 3)
          = (g / ‖v‖) · M_w ∇w L,   M_w = I − w wᵀ / ‖w‖²   (eq. 4)
 
-To stay finite at v = 0, ``‖v‖`` is computed as ``sqrt(Σ v² + eps)``: a zero slice gives w = 0 and finite
-gradients. With the default ``eps = 1e-12`` the difference is far below float32 resolution for any
-non-degenerate v.
+To stay finite at v = 0, ``‖v‖`` is clamped from below at ``eps`` (as ``torch.nn.functional.normalize``
+does): a zero slice gives w = 0 and finite gradients, and every slice with ‖v‖ ≥ eps (default 1e-12)
+gets exactly the paper's formulas.
 """
 
 from __future__ import annotations
@@ -47,9 +47,9 @@ def _per_slice(x: np.ndarray, shape: tuple[int, ...], dim: int | None) -> np.nda
 
 
 def norm(v: np.ndarray, dim: int | None = 0, eps: float = DEFAULT_EPS) -> np.ndarray:
-    """‖v‖ per slice, as ``sqrt(Σ v² + eps)``; shape (number of slices,), or () for dim=None."""
+    """‖v‖ per slice, clamped below at ``eps``; shape (number of slices,), or () for dim=None."""
     squares = np.sum(v * v, axis=_reduce_axes(v.ndim, dim))
-    return np.sqrt(squares + eps)
+    return np.maximum(np.sqrt(squares), eps)
 
 
 def weight(v: np.ndarray, g: np.ndarray, dim: int | None = 0, eps: float = DEFAULT_EPS) -> np.ndarray:

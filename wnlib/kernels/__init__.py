@@ -58,11 +58,11 @@ def weight_norm_forward(v: Tensor, g: Tensor, dim: int | None, eps: float) -> tu
         g: gains, one per slice (``v.shape[dim]`` elements, or 1 when ``dim`` is None), any shape,
             same dtype as ``v``.
         dim: the kept axis (one norm per index along it), or None for one norm over the whole tensor.
-        eps: added to the *squared* norm, so a zero slice gives ``w = 0`` and finite gradients.
+        eps: lower bound on each norm, so a zero slice gives ``w = 0`` and finite gradients.
 
     Returns:
         ``w = g_s · v / norm_s`` (contiguous, ``v``'s shape and dtype) and ``norm`` of shape ``(S,)``,
-        ``norm_s = sqrt(Σ_k v_sk² + eps)``, in float32 for float16/bfloat16 ``v``, else ``v.dtype``.
+        ``norm_s = max(sqrt(Σ_k v_sk²), eps)``, in float32 for float16/bfloat16 ``v``, else ``v.dtype``.
     """
     return _impl().forward(v, g, dim, eps)
 

@@ -15,7 +15,7 @@ __all__ = ["TritonWeightNorm", "triton_weight_norm"]
 
 
 class TritonWeightNorm(torch.autograd.Function):
-    """``w = g · v / sqrt(‖v‖² + eps)`` per slice along ``dim`` with the fused Triton kernels.
+    """``w = g · v / max(‖v‖, eps)`` per slice along ``dim`` with the fused Triton kernels.
 
     ``TritonWeightNorm.apply(v, g, dim, eps) -> w``. The forward saves ``v``, ``g`` and the per-slice
     norms; the backward is one fused kernel for eq. 3–4. Not twice differentiable.

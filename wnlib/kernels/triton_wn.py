@@ -167,7 +167,7 @@ def _wn_fwd_kernel(
     IDX64: tl.constexpr,
     ACC64: tl.constexpr,
 ):
-    """w_sk = g_s · v_sk / norm_s with norm_s = sqrt(Σ_k v_sk² + EPS)  (eq. 2); also stores norm_s."""
+    """w_sk = g_s · v_sk / norm_s with norm_s = max(sqrt(Σ_k v_sk²), EPS)  (eq. 2); also stores norm_s."""
     pid_s = tl.program_id(0)
     pid_c = tl.program_id(1)
     acc_dtype = norm_ptr.dtype.element_ty
@@ -197,7 +197,8 @@ def _wn_fwd_kernel(
             acc += x * x
         ssq = tl.sum(acc, axis=1)
 
-    norm = _sqrt(ssq + EPS, ACC64)
+    norm = _sqrt(ssq, ACC64)
+    norm = tl.maximum(norm, tl.zeros_like(norm) + EPS)  # EPS in the accumulation dtype, not float32
     g = tl.load(g_ptr + rs, mask=s_mask, other=0.0).to(acc_dtype)
     scale = _div(g, norm, ACC64)
     tl.store(norm_ptr + rs, norm, mask=s_mask & (pid_c == 0))
@@ -489,7 +490,7 @@ def _launch(kernel: Any, grid: tuple[int, int], *args: Any, **meta: Any) -> None
 def forward(
     v: Tensor, g: Tensor, dim: int | None, eps: float, plan: Plan | None = None
 ) -> tuple[Tensor, Tensor]:
-    """(w, norm) with norm_s = sqrt(Σ v_s² + eps) and w = g_s · v_s / norm_s  (eq. 2).
+    """(w, norm) with norm_s = max(sqrt(Σ v_s²), eps) and w = g_s · v_s / norm_s  (eq. 2).
 
     ``w`` is contiguous with ``v``'s shape and dtype; ``norm`` has shape (S,) in the accumulation
     dtype (float32, or float64 for float64 ``v``). ``plan`` overrides :func:`make_plan`.
@@ -504,7 +505,7 @@ def forward(
     if S == 0:
         return w, norm
     if L == 0:
-        norm.fill_(math.sqrt(eps))
+        norm.fill_(eps)
         return w, norm
     v_c = v.contiguous()
     g_c = _flat(g)
