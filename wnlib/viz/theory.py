@@ -119,8 +119,8 @@ def check_gradients(
 ) -> GradientCheck:
     """Eq. 2–4 for a tanh neuron with k inputs on n random examples, in float64.
 
-    ``eps`` is the reference's guard under the square root, ‖v‖ = √(Σv² + eps); 0 gives the paper's
-    formulas exactly (the library default 1e-12 changes results by a relative eps/(2‖v‖²)).
+    ``eps`` is the reference's lower bound on ‖v‖; 0 gives the paper's formulas with no guard at all
+    (the library default 1e-12 changes nothing unless ‖v‖ < 1e-12).
 
     ∇w L comes from :func:`neuron_loss`; eq. 3 and eq. 4 turn it into ∇g L and ∇v L
     (:func:`wnlib.reference.grad_g`, :func:`~wnlib.reference.grad_v`,
