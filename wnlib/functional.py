@@ -252,32 +252,29 @@ def weight_norm(v: Tensor, g: Tensor, dim: int | None = 0, eps: float = DEFAULT_
     """
     dim = canonical_dim(v, dim)
     check_inputs(v, g, dim)
+    return _weight_norm(v, g, dim, eps)
+
+
+def _weight_norm(v: Tensor, g: Tensor, dim: int | None, eps: float) -> Tensor:
+    """:func:`weight_norm` on checked inputs: picks the Triton kernels, PyTorch's fused op or ours."""
     if _use_kernels(v):
         return _kernels().TritonWeightNorm.apply(v, g.reshape(-1), dim, eps)
     if _native_applies(v, dim):
-        w = _native_weight_norm(v, g, dim, eps)
-        if w is not None:
+        w, n = torch._weight_norm_interface(v, g.reshape(slice_shape(v, dim)), dim)
+        if n.min().item() >= eps:
             return w
     return WeightNormFunction.apply(v, g.reshape(-1), dim, eps)
 
 
 def _native_applies(v: Tensor, dim: int | None) -> bool:
-    """Whether PyTorch's fused op computes exactly our w here: CPU, float32/64, first or last axis.
+    """Whether ``torch._weight_norm_interface`` can compute w here: CPU, float32/64, first or last axis.
 
-    Not while compiling: the check below reads a value, which would break the graph.
+    It is one fused pass forward and backward with autograd in C++, but has no eps: its w equals ours
+    exactly when every ‖v‖ ≥ eps (the clamp then does nothing), which :func:`_weight_norm` checks on
+    the norms it returns, falling back to :class:`WeightNormFunction` otherwise. Not while compiling:
+    that check reads a value, which would break the graph.
     """
     return v.device.type == "cpu" and _fused_backward_applies(v, dim) and not torch.compiler.is_compiling()
-
-
-def _native_weight_norm(v: Tensor, g: Tensor, dim: int, eps: float) -> Tensor | None:
-    """w from ``torch._weight_norm_interface``: one fused pass forward and backward, autograd in C++.
-
-    It has no eps, so it is exact only when every ‖v‖ ≥ eps (then the clamp does nothing); None
-    otherwise, and the caller takes the clamped path. The forward returns the norms, so the check
-    costs one small reduction.
-    """
-    w, n = torch._weight_norm_interface(v, g.reshape(slice_shape(v, dim)), dim)
-    return w if bool(n.min() >= eps) else None
 
 
 class ScaledLinearFunction(torch.autograd.Function):
@@ -340,5 +337,5 @@ def linear(x: Tensor, v: Tensor, g: Tensor, bias: Tensor | None = None, eps: flo
         )
     rows = x.numel() // max(x.shape[-1], 1)
     if _use_kernels(v) or rows > v.shape[1] or v.numel() < SCALED_LINEAR_MIN_NUMEL or x.dtype != v.dtype:
-        return F.linear(x, weight_norm(v, g, 0, eps), bias)
+        return F.linear(x, _weight_norm(v, g, 0, eps), bias)
     return ScaledLinearFunction.apply(x, v, g.reshape(-1), bias, eps)
