@@ -94,9 +94,10 @@ unit: $(PY_STAMP)
 	@$(TIMED) $(BIN)/pytest -n $(JOBS) tests
 
 # Strict nbval: every output is compared, after book/_sanitize.cfg masks addresses, timings and
-# paths. --dist loadscope keeps each notebook's cells on one worker (they share a kernel).
+# paths. --dist loadscope keeps each notebook's cells on one worker (they share a kernel). A cell that
+# hangs fails after 10 minutes instead of stalling the run.
 nbval: $(PY_STAMP)
-	@$(TIMED) $(BIN)/pytest --nbval --nbval-current-env \
+	@$(TIMED) $(BIN)/pytest --nbval --nbval-current-env --nbval-cell-timeout=600 \
 	    --nbval-sanitize-with book/_sanitize.cfg -n $(JOBS) --dist loadscope book/
 
 # Needs the built site (make book). Screenshots go to artifacts/screenshots/.
