@@ -36,13 +36,24 @@ def test_bf16_lengths_must_be_powers_of_two():
         vi.bf16_norm_errors(lengths=(100,))
 
 
-def test_eps_response_matches_eq4_and_is_finite_at_zero():
-    radii = np.array([0.0, 1e-9, 1e-3, 1.0, 10.0])
-    out = vi.eps_response(radii, eps=1e-12, g=2.0)
+def test_eps_response_is_eq4_above_eps_and_capped_below():
+    eps = 1e-5
+    radii = np.array([0.0, 1e-9, 1e-7, 1e-5, 1e-3, 1.0, 10.0])
+    out = vi.eps_response(radii, eps=eps, g=2.0)
     assert out["w_norm"][0] == 0.0 and np.isfinite(out["gain"]).all()
-    np.testing.assert_allclose(out["gain"][0], 2.0 / 1e-6, rtol=1e-9)  # capped at g/√eps
-    np.testing.assert_allclose(out["w_norm"][2:], 2.0, rtol=1e-6)  # ‖w‖ = g away from zero
-    np.testing.assert_allclose(out["gain"][2:], 2.0 / radii[2:], rtol=1e-6)  # gain g/‖v‖ (eq. 4)
+    above = radii >= eps
+    # ‖v‖ ≥ eps: exactly the paper's formulas, ‖w‖ = g and gain g/‖v‖ (eq. 4), to rounding
+    np.testing.assert_allclose(out["w_norm"][above], 2.0, rtol=1e-14)
+    np.testing.assert_allclose(out["gain"][above], 2.0 / radii[above], rtol=1e-14)
+    # ‖v‖ < eps: the norm is held at eps, so ‖w‖ = g‖v‖/eps and the gain is capped at g/eps
+    np.testing.assert_allclose(out["w_norm"][~above], 2.0 * radii[~above] / eps, rtol=1e-14)
+    np.testing.assert_allclose(out["gain"][~above], 2.0 / eps, rtol=1e-14)
+
+
+def test_eps_response_default_eps_caps_at_g_over_eps():
+    out = vi.eps_response(np.array([0.0, 1e-13]), eps=1e-12)
+    np.testing.assert_allclose(out["gain"], 1e12, rtol=1e-12)
+    np.testing.assert_allclose(out["w_norm"], [0.0, 0.1], rtol=1e-12)
 
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-13), (torch.float32, 1e-5)])
@@ -52,17 +63,27 @@ def test_scaled_linear_equals_materialized(dtype, tol):
     assert all(res[k] < tol for k in ("y", "∇x", "∇v", "∇g", "∇b"))
 
 
-def test_tall_batches_materialize_w():
-    res = vi.scaled_vs_materialized(rows=80, d_in=64, dtype=torch.float64)
+@pytest.mark.parametrize(
+    "rows, d_in, d_out",
+    [(513, 512, 512), (8, 64, 32)],  # a tall batch; a weight below SCALED_LINEAR_MIN_NUMEL
+)
+def test_tall_batches_and_small_layers_materialize_w(rows, d_in, d_out):
+    res = vi.scaled_vs_materialized(rows=rows, d_in=d_in, d_out=d_out, dtype=torch.float64)
     assert res["path"] != "ScaledLinearFunctionBackward"
     assert all(res[k] < 1e-13 for k in ("y", "∇x", "∇v", "∇g", "∇b"))
 
 
+def test_scaled_linear_threshold_is_the_constant():
+    assert wnlib.functional.SCALED_LINEAR_MIN_NUMEL == 2**18
+    assert vi.scaled_vs_materialized(rows=4, d_in=512, d_out=512)["path"] == "ScaledLinearFunctionBackward"
+    assert vi.scaled_vs_materialized(rows=4, d_in=512, d_out=511)["path"] != "ScaledLinearFunctionBackward"
+
+
 def test_saved_for_backward_counts_weight_sized_tensors():
     torch.manual_seed(0)
-    x = torch.randn(4, 16, requires_grad=True)
-    v = torch.randn(32, 16, requires_grad=True)
-    g = torch.rand(32, requires_grad=True)
+    x = torch.randn(4, 512, requires_grad=True)
+    v = torch.randn(512, 512, requires_grad=True)  # 2**18 weights: linear scales the output
+    g = torch.rand(512, requires_grad=True)
     cases = {
         "naive": vi.saved_for_backward(
             lambda: F.linear(x, g[:, None] * v / torch.linalg.vector_norm(v, dim=1, keepdim=True)), [x, v, g]
@@ -73,10 +94,54 @@ def test_saved_for_backward_counts_weight_sized_tensors():
     text, counts = vi.saved_table(cases, v.shape)
     assert [counts[k]["weight_sized"] for k in cases] == [2, 1, 0]
     assert "scaled" in text
-    # the op itself saves v (the parameter), g and the norms
-    op_only = vi.saved_for_backward(lambda: wnlib.functional.weight_norm(v, g), [v, g])
-    assert [s.shape for s in op_only] == [(32, 16), (32,), (32,)]
-    assert op_only[0].is_input and op_only[1].is_input and not op_only[2].is_input
+    # the op itself (PyTorch's fused op here) saves v (the parameter), g and the norms, not w
+    node, op_only = vi.autograd_node(lambda: wnlib.functional.weight_norm(v, g), [v, g])
+    assert node == "WeightNormInterfaceBackward0"
+    assert [s.shape for s in op_only] == [(512, 512), (512, 1), (512, 1)]
+    assert [s.is_input for s in op_only] == [True, True, False]
+
+
+@pytest.mark.parametrize(
+    "v, dim, node, norm_dtype",
+    [
+        (torch.ones(3, 4, dtype=torch.float64), 0, "WeightNormInterfaceBackward0", torch.float64),
+        (torch.ones(3, 4, dtype=torch.float32), -1, "WeightNormInterfaceBackward0", torch.float32),
+        (
+            torch.tensor([[1.0, 0.0], [1e-13, 0.0]], dtype=torch.float64),
+            0,
+            "WeightNormFunctionBackward",
+            torch.float64,
+        ),
+        (torch.zeros(3, 4, dtype=torch.float64), 0, "WeightNormFunctionBackward", torch.float64),
+        (torch.ones(3, 4, dtype=torch.bfloat16), 0, "WeightNormFunctionBackward", torch.float32),
+        (torch.ones(3, 4, 2, dtype=torch.float64), 1, "WeightNormFunctionBackward", torch.float64),
+    ],
+)
+def test_autograd_node_names_the_path_and_what_it_saved(v, dim, node, norm_dtype):
+    v = v.clone().requires_grad_()
+    g = torch.ones(v.shape[dim], dtype=v.dtype, requires_grad=True)
+    name, saved = vi.autograd_node(lambda: wnlib.functional.weight_norm(v, g, dim), [v, g])
+    assert name == node
+    assert [s.is_input for s in saved] == [True, True, False]  # v, g, the norms; never w
+    assert saved[0].shape == tuple(v.shape) and saved[2].dtype == norm_dtype
+    assert "input" in vi.describe_saved(saved) and "new" in vi.describe_saved(saved)
+
+
+def test_fused_path_dispatches_fewer_ops_and_agrees_with_weight_norm_function():
+    torch.manual_seed(0)
+    v = torch.randn(64, 32, requires_grad=True)
+    g = torch.rand(64, requires_grad=True)
+    grad_w = torch.randn(64, 32)
+    fused = vi.aten_ops(lambda: torch.autograd.grad(wnlib.functional.weight_norm(v, g), (v, g), grad_w))
+    ours = vi.aten_ops(
+        lambda: torch.autograd.grad(wnlib.functional.WeightNormFunction.apply(v, g, 0, 1e-12), (v, g), grad_w)
+    )
+    assert "_weight_norm_interface" in fused and "_weight_norm_interface" not in ours
+    assert len(fused) < len(ours)
+    for dtype, dim in ((torch.float64, 0), (torch.float64, -1), (torch.float32, 0), (torch.float32, -1)):
+        res = vi.paths_agree(dim=dim, dtype=dtype)
+        assert res["path"] == "WeightNormInterfaceBackward0"
+        assert all(res[k] < 8 * torch.finfo(dtype).eps for k in ("w", "∇v", "∇g")), res
 
 
 def test_conv_transpose_g_scales_one_output_channel_only_with_dim_1():
@@ -117,6 +182,7 @@ def test_read_bench_parses_what_the_benchmark_writes(tmp_path):
     path.write_text(text)
     table = vi.read_bench(path)
     assert table.where == "Some CPU, 2 threads; torch 2.13.0"
+    assert table.columns == vi.BENCH_COLUMNS
     assert [r.case for r in table.rows] == [
         "Linear 256×1024→1024",
         "Linear 64×4096→4096",
@@ -134,6 +200,20 @@ def test_read_bench_parses_what_the_benchmark_writes(tmp_path):
     plt.close(fig)
 
 
+def test_read_bench_refuses_other_columns(tmp_path):
+    text = bench.table(_results({"Linear 256×1024→1024": [2.0, 2.1, 2.5, 2.6]}), "here")
+    old = text.replace(" | peak MiB: plain / wnlib / torch parametrizations / torch legacy |", " |")
+    path = tmp_path / "old.md"
+    path.write_text(old)
+    with pytest.raises(ValueError, match="unexpected columns"):
+        vi.read_bench(path)
+
+
+def test_bench_columns_match_the_benchmark_header():
+    header = bench.table(_results({"Linear 256×1024→1024": [2.0, 2.1, 2.5, 2.6]}), "here").splitlines()[2]
+    assert tuple(c.strip() for c in header.strip().strip("|").split("|")) == vi.BENCH_COLUMNS
+
+
 def test_target_report_names_missing_rows(tmp_path):
     path = tmp_path / "quick.md"
     path.write_text(bench.table(_results({"Linear 256×1024→1024": [2.0, 2.1, 2.5, 2.6]}), "here"))
@@ -149,7 +229,7 @@ def test_gpu_table_shown_only_when_measured(tmp_path):
 
 
 def test_figures_draw():
-    for fig in (vi.plot_eps((1e-12, 1e-4)), vi.plot_bf16(vi.bf16_norm_errors(lengths=(64, 128, 256)))):
+    for fig in (vi.plot_eps(), vi.plot_bf16(vi.bf16_norm_errors(lengths=(64, 128, 256)))):
         assert len(fig.axes) >= 1
         plt.close(fig)
     widget = vi.eps_widget()

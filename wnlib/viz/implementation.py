@@ -5,8 +5,11 @@ The chapter goes from the NumPy reference of Salimans & Kingma (2016), eq. 2–4
 (:func:`wnlib.functional.linear`), the layers and the benchmark. This module holds what its figures and
 tables compute:
 
-- :func:`saved_for_backward`: which tensors autograd keeps for the backward (what an op costs in memory);
-- :func:`eps_response`: what ``eps`` in ‖v‖ = sqrt(Σv² + eps) does to w (eq. 2) and to the gradient gain
+- :func:`autograd_node` and :func:`saved_for_backward`: which path of the op ran and which tensors
+  autograd keeps for the backward (what an op costs in memory); :func:`aten_ops`: the ATen operations one
+  forward + backward dispatches (what it costs in per-op overhead);
+- :func:`paths_agree`: PyTorch's fused op against ``WeightNormFunction`` on the same inputs;
+- :func:`eps_response`: what the clamp ‖v‖ → max(‖v‖, eps) does to w (eq. 2) and to the gradient gain
   g/‖v‖ of eq. 4, with :func:`plot_eps` and :func:`eps_widget`;
 - :func:`bf16_norm_errors`: the norm of eq. 2 in bfloat16 with a bfloat16 accumulator versus wnlib's
   float32 accumulation, with :func:`plot_bf16`;
@@ -36,18 +39,23 @@ import wnlib
 from wnlib.viz.style import ACCENT, PALETTE, book_style, figure
 
 __all__ = [
+    "BENCH_COLUMNS",
     "BF16_UNIT_ROUNDOFF",
     "TARGETS",
     "AccumulationErrors",
     "BenchRow",
     "BenchTable",
     "SavedTensor",
+    "aten_ops",
+    "autograd_node",
     "bf16_norm_errors",
     "data_file",
+    "describe_saved",
     "eps_response",
     "eps_widget",
     "gpu_bench_markdown",
     "output_channels_scaled",
+    "paths_agree",
     "plot_bench",
     "plot_bf16",
     "plot_eps",
@@ -83,6 +91,7 @@ class SavedTensor:
     nbytes: int
     is_input: bool  # shares storage with an input (a parameter or x, in memory anyway)
     storage: int = field(repr=False, compare=False)
+    dtype: torch.dtype | None = field(default=None, compare=False)
 
 
 def saved_for_backward(fn: Callable[[], Tensor], inputs: Sequence[Tensor]) -> list[SavedTensor]:
@@ -96,12 +105,102 @@ def saved_for_backward(fn: Callable[[], Tensor], inputs: Sequence[Tensor]) -> li
 
     def pack(t: Tensor) -> Tensor:
         ptr = t.untyped_storage().data_ptr()
-        saved.append(SavedTensor(tuple(t.shape), t.numel() * t.element_size(), ptr in ptrs, ptr))
+        saved.append(SavedTensor(tuple(t.shape), t.numel() * t.element_size(), ptr in ptrs, ptr, t.dtype))
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         fn()
     return saved
+
+
+def autograd_node(fn: Callable[[], Tensor], inputs: Sequence[Tensor]) -> tuple[str, list[SavedTensor]]:
+    """The autograd node that ``fn()``'s output hangs from: its name and the tensors it holds.
+
+    For :func:`wnlib.functional.weight_norm` the name says which path ran: PyTorch's fused op
+    (``WeightNormInterfaceBackward0``, a C++ node whose saved tensors are its ``_saved_*`` attributes),
+    wnlib's ``WeightNormFunction`` (a Python node, ``saved_tensors``) or the Triton kernels. Unlike
+    :func:`saved_for_backward`, only this node's tensors are listed, not those of other nodes created
+    on the way (for instance of a fused forward tried first and dropped).
+    """
+    node = fn().grad_fn
+    if hasattr(node, "saved_tensors"):
+        tensors = list(node.saved_tensors)
+    else:
+        names = sorted(  # v and g first, as WeightNormFunction saves them
+            (a for a in dir(node) if a.startswith("_saved_")),
+            key=lambda a: (a != "_saved_v", a != "_saved_g", a),
+        )
+        tensors = [getattr(node, a) for a in names]
+        tensors = [t for t in tensors if isinstance(t, Tensor)]
+    ptrs = {t.untyped_storage().data_ptr() for t in inputs}
+    saved = []
+    for t in tensors:
+        ptr = t.untyped_storage().data_ptr()
+        saved.append(SavedTensor(tuple(t.shape), t.numel() * t.element_size(), ptr in ptrs, ptr, t.dtype))
+    return node.name(), saved
+
+
+def describe_saved(saved: Sequence[SavedTensor]) -> str:
+    """One line per saved tensor set: shape, dtype, and whether it is an input or a new allocation."""
+    parts = []
+    for s in saved:
+        dtype = str(s.dtype).removeprefix("torch.") if s.dtype is not None else "?"
+        parts.append(f"{s.shape} {dtype} {'input' if s.is_input else 'new'}")
+    return " · ".join(parts)
+
+
+def aten_ops(step: Callable[[], None]) -> list[str]:
+    """The ATen operations ``step()`` dispatches, in order (forward and backward, if it runs both).
+
+    Each is one trip through PyTorch's dispatcher; for small weights that fixed cost, not memory
+    traffic, is what an op costs. Logged with a ``TorchDispatchMode``, so views and the ``detach`` of
+    gradient accumulation count too.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    ops: list[str] = []
+
+    class _Log(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            ops.append(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    with _Log():
+        step()
+    return ops
+
+
+def paths_agree(
+    shape: Sequence[int] = (64, 33), dim: int = 0, dtype: torch.dtype = torch.float64, seed: int = 0
+) -> dict[str, float | str]:
+    """:func:`wnlib.functional.weight_norm` against ``WeightNormFunction`` on the same v, g and ∇w L.
+
+    On CPU for float32/64 along the first or last axis the former runs PyTorch's fused
+    ``_weight_norm_interface``; both compute eq. 2–4 with the same norms up to the order of the sum.
+    Returns the path taken and, for w, ∇v and ∇g, the largest difference relative to the largest
+    magnitude.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    v = torch.randn(*shape, generator=gen, dtype=dtype).requires_grad_()
+    g = (torch.rand(shape[dim], generator=gen, dtype=dtype) + 0.5).requires_grad_()
+    grad_w = torch.randn(*shape, generator=gen, dtype=dtype)
+
+    def run(w: Tensor) -> list[Tensor]:
+        w.backward(grad_w)
+        out = [w.detach(), v.grad, g.grad]
+        v.grad = g.grad = None
+        return out
+
+    w = wnlib.functional.weight_norm(v, g, dim)
+    path = w.grad_fn.name()
+    dispatched = run(w)
+    ours = run(
+        wnlib.functional.WeightNormFunction.apply(v, g, dim % len(shape), wnlib.functional.DEFAULT_EPS)
+    )
+    out: dict[str, float | str] = {"path": path}
+    for name, a, ref in zip(("w", "∇v", "∇g"), dispatched, ours, strict=True):
+        out[name] = float((a - ref).abs().max() / ref.abs().max())
+    return out
 
 
 def _new_allocations(saved: Sequence[SavedTensor]) -> list[SavedTensor]:
@@ -134,16 +233,17 @@ def saved_table(cases: dict[str, list[SavedTensor]], weight_shape: Sequence[int]
 
 
 # --------------------------------------------------------------------------------------------------
-# eps: ‖v‖ = sqrt(Σ v² + eps)
+# eps: ‖v‖ is clamped from below, n = max(‖v‖, eps)
 # --------------------------------------------------------------------------------------------------
 
 
 def eps_response(radii: np.ndarray, eps: float, g: float = 1.0) -> dict[str, np.ndarray]:
     """‖w‖ and the gradient gain at ‖v‖ = r, through :func:`wnlib.functional.weight_norm` (float64).
 
-    For each radius r, v = r·u with u a unit 2-vector. The upstream gradient ∇w L is a unit vector
-    orthogonal to v, so eq. 3 gives ∇g L = 0 and eq. 4 gives ∇v L = (g/‖v‖)·∇w L: the gain
-    ‖∇v L‖/‖∇w L‖ is g/‖v‖, which wnlib's eps caps at g/√eps. Returns ``w_norm`` and ``gain``.
+    For each radius r, v = r·u with u a unit 2-vector. wnlib divides by n = max(‖v‖, eps), so
+    ‖w‖ = g for r ≥ eps and g·r/eps below. The upstream gradient ∇w L is a unit vector orthogonal to v,
+    so eq. 3 gives ∇g L = 0 and eq. 4 gives ∇v L = (g/n)·∇w L: the gain ‖∇v L‖/‖∇w L‖ is g/‖v‖ for
+    r ≥ eps and is capped at g/eps below. Returns ``w_norm`` and ``gain``.
     """
     r = torch.as_tensor(np.asarray(radii, dtype=np.float64))
     u = torch.tensor([0.6, 0.8], dtype=torch.float64)
@@ -158,7 +258,8 @@ def eps_response(radii: np.ndarray, eps: float, g: float = 1.0) -> dict[str, np.
     }
 
 
-RADII = np.logspace(-9, 1, 201)
+RADII = np.logspace(-10, 1, 221)
+EPS_FIGURE = (1e-8, 1e-5, 1e-2)
 
 
 def _eps_colors(eps_values: Sequence[float]) -> list[tuple]:
@@ -170,39 +271,39 @@ def _draw_eps(
     axes: Sequence[plt.Axes], eps_values: Sequence[float], colors: Sequence, g: float = 1.0
 ) -> None:
     ax_w, ax_gain = axes
-    ax_gain.plot(RADII, g / RADII, ls="--", color=ACCENT, lw=1.5, label="no eps: g/‖v‖")
+    ax_gain.plot(RADII, g / RADII, ls="--", color=ACCENT, lw=1.5, label="no clamp: g/‖v‖", zorder=3)
     for eps, color in zip(eps_values, colors, strict=True):
         out = eps_response(RADII, eps, g)
         label = f"eps = {eps:.0e}"
         ax_w.plot(RADII, out["w_norm"] / g, color=color, lw=2, label=label)
         ax_gain.plot(RADII, out["gain"], color=color, lw=2, label=label)
         for ax in axes:
-            ax.axvline(np.sqrt(eps), color=color, ls=":", lw=1)
+            ax.axvline(eps, color=color, ls=":", lw=1)
     ax_w.set(
         xscale="log",
         yscale="log",
-        ylim=(1e-4, 3),
-        xlabel="‖v‖ (dotted: √eps)",
+        ylim=(1e-9, 5),
+        xlabel="‖v‖ (dotted: eps)",
         ylabel="‖w‖ / g",
-        title="‖w‖ = g above √eps, → 0 below",
+        title="‖w‖ = g above eps, g‖v‖/eps below",
     )
     ax_gain.set(
         xscale="log",
         yscale="log",
-        ylim=(1e-2, 1e10),
-        xlabel="‖v‖ (dotted: √eps)",
+        ylim=(1e-2, 1e11),
+        xlabel="‖v‖ (dotted: eps)",
         ylabel="gain ‖∇v L‖ / ‖∇w L‖",
-        title="the gain g/‖v‖ is capped at g/√eps",
+        title="the gain g/‖v‖ is capped at g/eps",
     )
     ax_gain.legend(fontsize=8, loc="upper right")
 
 
-def plot_eps(eps_values: Sequence[float] = (1e-12, 1e-8, 1e-4), g: float = 1.0) -> plt.Figure:
+def plot_eps(eps_values: Sequence[float] = EPS_FIGURE, g: float = 1.0) -> plt.Figure:
     """Static figure: ‖w‖/g and the gradient gain against ‖v‖ for several eps (eq. 2 and eq. 4)."""
     fig, axes = figure(2, height=3.2)
     with book_style():
         _draw_eps(axes, eps_values, _eps_colors(eps_values), g)
-    fig.suptitle("eps changes nothing while ‖v‖ ≫ √eps; it keeps a vanishing v finite")
+    fig.suptitle("The clamp changes nothing while ‖v‖ ≥ eps; it keeps a vanishing v finite")
     return fig
 
 
@@ -210,13 +311,13 @@ def eps_widget(g: float = 1.0) -> object:
     """An ipywidgets ``interactive``: one eps slider (log scale) over the two panels of :func:`plot_eps`."""
     import ipywidgets as widgets
 
-    def show(eps: float = 1e-6) -> None:
+    def show(eps: float = 1e-5) -> None:
         with book_style():
             _, axes = plt.subplots(1, 2, figsize=(7.5, 3.0))
             _draw_eps(axes, [eps], [PALETTE["weightnorm"]], g)
         plt.show()
 
-    slider = widgets.FloatLogSlider(value=1e-6, base=10, min=-14, max=-1, step=1, description="eps")
+    slider = widgets.FloatLogSlider(value=1e-5, base=10, min=-9, max=-1, step=1, description="eps")
     return widgets.interactive(show, eps=slider)
 
 
@@ -327,10 +428,12 @@ def plot_bf16(result: AccumulationErrors) -> plt.Figure:
 
 
 def scaled_vs_materialized(
-    rows: int = 16, d_in: int = 64, d_out: int = 32, dtype: torch.dtype = torch.float64, seed: int = 0
+    rows: int = 16, d_in: int = 512, d_out: int = 512, dtype: torch.dtype = torch.float64, seed: int = 0
 ) -> dict[str, float | str]:
     """:func:`wnlib.functional.linear` against x wᵀ + b with w = g·v/‖v‖ formed first (eq. 1–2).
 
+    ``linear`` scales the output only when rows ≤ d_in and the weight has at least
+    ``wnlib.functional.SCALED_LINEAR_MIN_NUMEL`` elements (the default 512 × 512 is exactly that many).
     Returns the path ``linear`` took (the name of its autograd node) and, for y and each gradient
     (x, v, g, b), the largest difference relative to the largest magnitude.
     """
@@ -388,6 +491,14 @@ def output_channels_scaled(layer: nn.Module, g: Tensor, index: int, x: Tensor) -
 # The issue's targets for wnlib's Linear forward + backward, as a ratio to the plain layer.
 TARGETS: dict[str, float] = {"Linear 256×1024→1024": 1.10, "Linear 64×4096→4096": 1.15}
 VARIANTS = ("wnlib", "torch parametrizations", "torch legacy")
+# The header :func:`wnlib.bench.table` writes: case, the plain layer's time, one ratio per variant, and
+# the peak memory of all four versions in one cell ("a / b / c / d").
+BENCH_COLUMNS = (
+    "case",
+    "plain (ms)",
+    *(f"{n} (× plain)" for n in VARIANTS),
+    "peak MiB: plain / " + " / ".join(VARIANTS),
+)
 
 
 @dataclass(frozen=True)
@@ -402,10 +513,11 @@ class BenchRow:
 
 @dataclass(frozen=True)
 class BenchTable:
-    """The benchmark file: where it was measured and its rows."""
+    """The benchmark file: where it was measured, its column headers and its rows."""
 
     where: str
     rows: list[BenchRow]
+    columns: tuple[str, ...] = ()
 
 
 def data_file(name: str) -> Path:
@@ -417,19 +529,33 @@ def data_file(name: str) -> Path:
 
 
 def read_bench(path: Path) -> BenchTable:
-    """Parse the Markdown table written by :func:`wnlib.bench.table`."""
+    """Parse the Markdown table written by :func:`wnlib.bench.table`.
+
+    Rows have the six cells of :data:`BENCH_COLUMNS`; the last holds the four peak-memory values
+    "plain / wnlib / torch parametrizations / torch legacy". A table with other columns is an error.
+    """
     text = path.read_text()
     match = re.search(r"Measured on: (.*)\.\s*$", text.splitlines()[0])
     where = match.group(1) if match else "unknown"
     rows = []
+    columns: tuple[str, ...] = ()
     for line in text.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) != 6 or cells[0] == "case" or set(cells[0]) <= {"-"}:
+        if not line.lstrip().startswith("|"):
             continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells[0] == "case":
+            columns = tuple(cells)
+            if columns != BENCH_COLUMNS:
+                raise ValueError(f"{path}: unexpected columns {columns}; expected {BENCH_COLUMNS}")
+            continue
+        if set("".join(cells)) <= {"-", ":"}:
+            continue
+        if len(cells) != len(BENCH_COLUMNS):
+            raise ValueError(f"{path}: row {line!r} has {len(cells)} cells, expected {len(BENCH_COLUMNS)}")
         ratios = dict(zip(VARIANTS, (float(c) for c in cells[2:5]), strict=True))
         peaks = dict(zip(("plain", *VARIANTS), (float(c) for c in cells[5].split("/")), strict=True))
         rows.append(BenchRow(cells[0], float(cells[1]), ratios, peaks))
-    return BenchTable(where, rows)
+    return BenchTable(where, rows, columns)
 
 
 def target_report(table: BenchTable) -> str:
