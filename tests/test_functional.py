@@ -179,3 +179,22 @@ def test_linear_with_extra_batch_dims():
     x = torch.randn(2, 3, 8, dtype=torch.float64, requires_grad=True)
     v, g = make((5, 8), 0)
     assert torch.autograd.gradcheck(lambda x, v, g: wnf.linear(x, v, g), (x, v, g))
+
+
+@pytest.mark.parametrize("dim", [0, 1, None])
+def test_gradient_below_eps_is_the_derivative_of_the_clamped_norm(dim):
+    # 0 < ‖v‖ < eps: the norm is the constant eps, so w = g·v/eps and ∇v = (g/eps)·∇w, as F.normalize's
+    eps = 1e-5
+    gen = torch.Generator().manual_seed(11)
+    v = (
+        0.3
+        * eps
+        * torch.nn.functional.normalize(
+            torch.randn(2, 3, generator=gen, dtype=torch.float64), dim=None if dim is None else 1 - dim
+        )
+    )
+    v.requires_grad_()
+    g = torch.ones(1 if dim is None else v.shape[dim], dtype=torch.float64)
+    upstream = torch.randn(2, 3, generator=gen, dtype=torch.float64)
+    (gv,) = torch.autograd.grad(wnf.weight_norm(v, g, dim, eps), v, upstream)
+    torch.testing.assert_close(gv, upstream / eps, rtol=1e-12, atol=0)

@@ -502,3 +502,20 @@ def test_kernels_compile_for_hopper() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert " 0 failed, 0 spill" in result.stdout
+
+
+@pytest.mark.parametrize("dim", [0, -1, None])
+def test_clamped_slice_backward_is_the_derivative_of_the_clamped_norm(dim: int | None) -> None:
+    """0 < ‖v‖ < eps: the norm is the constant eps, so ∇v = (g/eps)·∇w and ∇g = ∇w·v/eps."""
+    eps = 1e-5
+    v = torch.full((3, 4), 0.1 * eps, dtype=torch.float64, device=DEVICE)  # every slice far below eps
+    n = 1 if dim is None else v.shape[dim]
+    g = torch.linspace(0.5, 2.0, n, dtype=torch.float64, device=DEVICE)
+    grad_w = torch.randn(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3)).to(DEVICE)
+    _, norm = kernels.weight_norm_forward(v, g, dim, eps)
+    assert torch.all(norm == eps)
+    grad_v, grad_g = kernels.weight_norm_backward(grad_w, v, g, norm, dim, eps)
+    shape = [1, 1] if dim is None else [n if d == dim % 2 else 1 for d in range(2)]
+    torch.testing.assert_close(grad_v, g.reshape(shape) * grad_w / eps, rtol=1e-12, atol=0)
+    axes = [0, 1] if dim is None else [1 - dim % 2]
+    torch.testing.assert_close(grad_g, (grad_w * v).sum(axes).reshape(-1) / eps, rtol=1e-12, atol=0)

@@ -114,8 +114,10 @@ def base_url(site):
 @pytest.fixture(scope="session")
 def browser():
     if not CHROMIUM.is_file():
-        reason = (f"{CHROMIUM} not found; install Debian's chromium package "
-                  "(apt-get install -y chromium) to run the browser test")
+        reason = (
+            f"{CHROMIUM} not found; install Debian's chromium package "
+            "(apt-get install -y chromium) to run the browser test"
+        )
         if os.environ.get("CI") == "true":
             pytest.fail(reason)
         pytest.skip(reason)
@@ -164,9 +166,11 @@ class PageRecord:
         try:
             page.wait_for_function(condition, arg=arg, timeout=timeout_ms)
         except PlaywrightTimeout:
-            pytest.fail(f"timed out waiting for {what}\n"
-                        f"requests blocked (outside the site): {self.blocked}\n"
-                        "errors:\n" + "\n".join(self.errors))
+            pytest.fail(
+                f"timed out waiting for {what}\n"
+                f"requests blocked (outside the site): {self.blocked}\n"
+                "errors:\n" + "\n".join(self.errors)
+            )
 
 
 # Text of the article outside code, with typeset math removed: what a reader sees as prose.
@@ -195,8 +199,9 @@ def test_page(doc, base_url, browser):
         # typeset every math element.
         has_mathjax = "_static/mathjax/" in html
         if has_mathjax:
-            record.wait_for(page, "() => window.MathJax && MathJax.startup && MathJax.startup.promise",
-                            "MathJax to start")
+            record.wait_for(
+                page, "() => window.MathJax && MathJax.startup && MathJax.startup.promise", "MathJax to start"
+            )
             page.evaluate("() => MathJax.startup.promise")
         n_math = page.locator("article .math").count()
         n_untypeset = page.locator("article .math:not(:has(mjx-container))").count()
@@ -208,14 +213,18 @@ def test_page(doc, base_url, browser):
                 page,
                 """n => document.querySelectorAll(".widget-subarea .jupyter-widgets").length >= n
                        && document.querySelectorAll(".widget-subarea").length >= n""",
-                f"{n_views} widget views to render", arg=n_views)
+                f"{n_views} widget views to render",
+                arg=n_views,
+            )
             if has_mathjax:  # math queued by widget labels
                 page.evaluate("() => MathJax.startup.promise")
 
         # Images, including any inside widget output: all fetched and decoded.
         record.wait_for(
-            page, "() => Array.from(document.querySelectorAll('article img')).every(i => i.complete)",
-            "the images to load")
+            page,
+            "() => Array.from(document.querySelectorAll('article img')).every(i => i.complete)",
+            "the images to load",
+        )
         page.evaluate("() => document.fonts.ready.then(() => true)")
 
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -231,7 +240,8 @@ def test_page(doc, base_url, browser):
 
         images = page.evaluate(
             "() => Array.from(document.querySelectorAll('article img'))"
-            ".map(i => [i.currentSrc.slice(0, 80), i.naturalWidth])")
+            ".map(i => [i.currentSrc.slice(0, 80), i.naturalWidth])"
+        )
         broken = [src for src, width in images if width == 0]
         assert not broken, f"images that did not load: {broken}"
 
@@ -248,15 +258,19 @@ def test_page(doc, base_url, browser):
             raw = [text for text in labels if re.search(r"\$[^$]+\$", text)]
             assert not raw, f"widget labels with untypeset math: {raw}"
             # An interact's control, e.g. a slider, is drawn (not just its container).
-            controls = page.locator(".widget-slider, .widget-dropdown, .widget-toggle-buttons, "
-                                    ".widget-checkbox, .widget-text, .widget-button")
+            controls = page.locator(
+                ".widget-slider, .widget-dropdown, .widget-toggle-buttons, "
+                ".widget-checkbox, .widget-text, .widget-button"
+            )
             assert controls.count() >= 1 and controls.first.is_visible(), "no widget control drawn"
 
         if _is_notebook(doc):
             config = _config()
             repo = config["repository"]["url"].rstrip("/").removeprefix("https://github.com/")
-            binder = (f"{config['launch_buttons']['binderhub_url'].rstrip('/')}/v2/gh/{repo}/"
-                      f"{config['repository']['branch']}")
+            binder = (
+                f"{config['launch_buttons']['binderhub_url'].rstrip('/')}/v2/gh/{repo}/"
+                f"{config['repository']['branch']}"
+            )
             links = page.locator(f'a[href^="{binder}"]')
             assert links.count() >= 1, f"no Binder launch link starting with {binder}"
             assert f"{doc}.ipynb" in (links.first.get_attribute("href") or "")

@@ -179,7 +179,8 @@ def _use_kernels(v: Tensor) -> bool:
 class WeightNormFunction(torch.autograd.Function):
     """w = g·v/‖v‖ (eq. 2) with the backward of eq. 3–4, in PyTorch ops.
 
-    Saves v, g and the per-slice norms (not w). ``g`` arrives flattened to (S,).
+    Saves v, g and the per-slice norms (not w). ``g`` arrives flattened to (S,). Where the norm is
+    clamped at eps it is constant in v, so that slice's ∇v is (g/eps)·∇w, without the projection.
     """
 
     @staticmethod
@@ -188,43 +189,46 @@ class WeightNormFunction(torch.autograd.Function):
         scale = (g.to(n.dtype) / n).reshape(slice_shape(v, dim))
         w = (v * scale).to(v.dtype)
         ctx.save_for_backward(v, g, n)
-        ctx.dim = dim
+        ctx.dim, ctx.eps = dim, eps
         return w
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_w: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
         v, g, n = ctx.saved_tensors
-        dim = ctx.dim
-        if _fused_backward_applies(v, dim):
+        dim, eps = ctx.dim, ctx.eps
+        if _fused_backward_applies(v, dim) and not bool((n <= eps).any()):
             shape = slice_shape(v, dim)
             grad_v, grad_g = torch.ops.aten._weight_norm_interface_backward(
                 grad_w.contiguous(), v.contiguous(), g.reshape(shape), n.reshape(shape), dim
             )
             return grad_v, grad_g.reshape(g.shape), None, None
-        return (*_weight_norm_backward(grad_w, v, g, n, dim), None, None)
+        return (*_weight_norm_backward(grad_w, v, g, n, dim, eps), None, None)
 
 
 def _fused_backward_applies(v: Tensor, dim: int | None) -> bool:
     """PyTorch's own fused CPU/CUDA kernel for eq. 3–4 handles float32/float64 and the first or last axis.
 
-    It takes the norms as an input, so passing the clamped ones gives exactly :func:`_weight_norm_backward`
-    (eq. 3–4 with ‖v‖ → max(‖v‖, eps)), in one pass.
+    It takes the norms as an input and computes exactly :func:`_weight_norm_backward` in one pass, as long
+    as no norm was clamped (it always applies the projection).
     """
     return dim is not None and v.ndim > 1 and (dim == 0 or dim == v.ndim - 1) and v.dtype in _FUSED_DTYPES
 
 
 def _weight_norm_backward(
-    grad_w: Tensor, v: Tensor, g: Tensor, n: Tensor, dim: int | None
+    grad_w: Tensor, v: Tensor, g: Tensor, n: Tensor, dim: int | None, eps: float = 0.0
 ) -> tuple[Tensor, Tensor]:
-    """Eq. 3–4 in PyTorch ops, accumulated in n's dtype (float32 for float16/bfloat16)."""
+    """Eq. 3–4 in PyTorch ops, accumulated in n's dtype (float32 for float16/bfloat16).
+
+    Slices whose norm was clamped (n ≤ eps) get no projection term: there the norm is constant in v.
+    """
     acc = n.dtype
     g_acc = g.to(acc)
     grad_g = _slice_dot(grad_w, v, dim, acc) / n  # eq. 3: ∇g = ∇w·v/‖v‖
     # eq. 3–4: ∇v = (g/‖v‖)∇w − (g∇g/‖v‖²)v, the part of ∇w orthogonal to w, scaled by g/‖v‖
     shape = slice_shape(v, dim)
     scale = (g_acc / n).reshape(shape)
-    coef = (g_acc * grad_g / (n * n)).reshape(shape)
+    coef = (g_acc * grad_g / (n * n) * (n > eps)).reshape(shape)
     grad_v = grad_w.to(acc) * scale
     grad_v.addcmul_(v.to(acc), coef, value=-1.0)
     return grad_v.to(v.dtype), grad_g.to(g.dtype)
@@ -320,12 +324,17 @@ class ScaledLinearFunction(torch.autograd.Function):
 
 
 def linear(x: Tensor, v: Tensor, g: Tensor, bias: Tensor | None = None, eps: float = DEFAULT_EPS) -> Tensor:
-    """A weight-normalized dense layer: y = x wᵀ + b with w = g·v/‖v‖ (eq. 1–2), w never stored.
+    """A weight-normalized dense layer: y = x wᵀ + b with w = g·v/‖v‖ (eq. 1–2).
 
-    ``v`` is (out, in) and ``g`` is (out,) (or (out, 1)). When the batch has no more rows than the
-    layer has inputs, the layer is computed as (g/‖v‖) ⊙ (x vᵀ) + b, which touches v once less in the
-    forward and three times less in the backward than materializing w; for tall batches (and on the
-    Triton path) w is materialized, whichever costs fewer memory passes.
+    ``v`` is (out, in) and ``g`` is (out,) (or (out, 1)). Two exact ways to compute it:
+
+    - scaled, (g/‖v‖) ⊙ (x vᵀ) + b, never forming w: the forward reads v once more than a plain layer
+      (the norms) and the backward adds one weight-sized correction pass plus activation-sized work.
+      Used when the batch has no more rows than the layer has inputs and v has at least
+      ``SCALED_LINEAR_MIN_NUMEL`` elements;
+    - materialized, ``F.linear(x, weight_norm(v, g))``: PyTorch's fused op writes w, its fused backward
+      reads ∇w and v once. Cheaper for tall batches (activation-sized work dominates), for small layers
+      (per-op overhead dominates), and on the Triton path.
     """
     if v.ndim != 2:
         raise ValueError(f"linear expects v of shape (out, in), got {tuple(v.shape)}")

@@ -85,8 +85,8 @@ class WeightNormLayer(WeightNormMixin):
 class Linear(WeightNormLayer, nn.Linear):
     """``nn.Linear`` with w = g·v/‖v‖ per output unit: y = x wᵀ + b (eq. 1–2).
 
-    For batches with no more rows than ``in_features`` the forward never forms w: it computes
-    (g/‖v‖) ⊙ (x vᵀ) + b (see :func:`wnlib.functional.linear`).
+    For large layers and batches with no more rows than ``in_features`` the forward never forms w: it
+    computes (g/‖v‖) ⊙ (x vᵀ) + b (see :func:`wnlib.functional.linear`).
     """
 
     def forward(self, input: Tensor) -> Tensor:

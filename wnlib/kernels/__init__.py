@@ -68,13 +68,14 @@ def weight_norm_forward(v: Tensor, g: Tensor, dim: int | None, eps: float) -> tu
 
 
 def weight_norm_backward(
-    grad_w: Tensor, v: Tensor, g: Tensor, norm: Tensor, dim: int | None
+    grad_w: Tensor, v: Tensor, g: Tensor, norm: Tensor, dim: int | None, eps: float = 0.0
 ) -> tuple[Tensor, Tensor]:
     """Fused backward of eq. 3–4: return ``(grad_v, grad_g)``.
 
     ``grad_g_s = Σ_k grad_w_sk · v_sk / norm_s`` (eq. 3) and
     ``grad_v = (g_s/norm_s)·grad_w − (g_s·grad_g_s/norm_s²)·v`` (eq. 4, ``= (g/‖v‖) M_w ∇w``), with
     ``norm`` as returned by :func:`weight_norm_forward`. ``grad_v`` is shaped like ``v``, ``grad_g``
-    like ``g``, in their dtypes.
+    like ``g``, in their dtypes. Pass the forward's ``eps``: slices whose norm was clamped at it have a
+    norm that does not depend on v, so their ``grad_v`` drops the second term.
     """
-    return _impl().backward(grad_w, v, g, norm, dim)
+    return _impl().backward(grad_w, v, g, norm, dim, eps=eps)

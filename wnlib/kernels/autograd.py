@@ -27,7 +27,7 @@ class TritonWeightNorm(torch.autograd.Function):
 
         w, norm = weight_norm_forward(v, g, dim, eps)
         ctx.save_for_backward(v, g, norm)
-        ctx.dim = dim
+        ctx.dim, ctx.eps = dim, eps
         return w
 
     @staticmethod
@@ -38,7 +38,7 @@ class TritonWeightNorm(torch.autograd.Function):
         v, g, norm = ctx.saved_tensors
         if not (ctx.needs_input_grad[0] or ctx.needs_input_grad[1]):
             return None, None, None, None
-        grad_v, grad_g = weight_norm_backward(grad_w, v, g, norm, ctx.dim)
+        grad_v, grad_g = weight_norm_backward(grad_w, v, g, norm, ctx.dim, ctx.eps)
         return (
             grad_v if ctx.needs_input_grad[0] else None,
             grad_g if ctx.needs_input_grad[1] else None,

@@ -236,8 +236,12 @@ def _wn_bwd_kernel(
     ONE_TILE: tl.constexpr,
     IDX64: tl.constexpr,
     ACC64: tl.constexpr,
+    EPS: tl.constexpr,
 ):
-    """∇g_s = (∇w_s·v_s)/norm_s (eq. 3); ∇v_s = (g_s/norm_s)∇w_s − (g_s∇g_s/norm_s²)v_s (eq. 4)."""
+    """∇g_s = (∇w_s·v_s)/norm_s (eq. 3); ∇v_s = (g_s/norm_s)∇w_s − (g_s∇g_s/norm_s²)v_s (eq. 4).
+
+    Where the forward clamped the norm (norm_s ≤ EPS) it does not depend on v, so the second term is 0.
+    """
     pid_s = tl.program_id(0)
     pid_c = tl.program_id(1)
     acc_dtype = norm_ptr.dtype.element_ty
@@ -273,6 +277,7 @@ def _wn_bwd_kernel(
     grad_g = _div(dot, norm, ACC64)
     alpha = _div(g, norm, ACC64)  # coefficient of ∇w in eq. 4
     beta = _div(alpha * grad_g, norm, ACC64)  # coefficient of v in eq. 4: g·∇g/norm²
+    beta = tl.where(norm > tl.zeros_like(norm) + EPS, beta, tl.zeros_like(beta))  # EPS in acc dtype
     tl.store(gg_ptr + rs, grad_g.to(gg_ptr.dtype.element_ty), mask=s_mask & (pid_c == 0))
 
     if ONE_TILE and not SPLIT:
@@ -556,12 +561,19 @@ def forward(
 
 
 def backward(
-    grad_w: Tensor, v: Tensor, g: Tensor, norm: Tensor, dim: int | None, plan: Plan | None = None
+    grad_w: Tensor,
+    v: Tensor,
+    g: Tensor,
+    norm: Tensor,
+    dim: int | None,
+    plan: Plan | None = None,
+    eps: float = 0.0,
 ) -> tuple[Tensor, Tensor]:
     """(∇v, ∇g) from eq. 3–4, given the per-slice ``norm`` returned by :func:`forward`.
 
     ∇g_s = ∇w_s·v_s / norm_s and ∇v_s = (g_s/norm_s)·∇w_s − (g_s·∇g_s/norm_s²)·v_s; ``∇v`` has ``v``'s
-    shape and dtype, ``∇g`` has ``g``'s shape and dtype.
+    shape and dtype, ``∇g`` has ``g``'s shape and dtype. Slices whose norm the forward clamped at ``eps``
+    drop the second term (the clamped norm is constant in v).
     """
     dim = _normalize_dim(dim, v.ndim)
     A, S, B = view_3d(v.shape, dim)
@@ -621,6 +633,7 @@ def backward(
         SPLIT=plan.split > 1,
         ONE_TILE=plan.one_tile,
         ACC64=acc_dtype == torch.float64,
+        EPS=float(eps),
         num_warps=plan.num_warps,
         **common,
     )
