@@ -25,7 +25,7 @@ WIDGETS_DIST := node_modules/@jupyter-widgets/html-manager/dist
 # Prints how long each step took, e.g. "==> nbval: 41 s".
 TIMED = TIMEFORMAT="==> $@: %0R s"; time
 
-.PHONY: help setup assets book test lint unit nbval site clean distclean
+.PHONY: help setup assets book test lint unit nbval notebooks site clean distclean
 # The steps of `make test` run in order even under `make -j`: the browser test needs the build.
 .NOTPARALLEL:
 
@@ -35,6 +35,7 @@ help:
 	@echo "make lint       ruff check ."
 	@echo "make unit       pytest unit tests in tests/ (not the browser test)"
 	@echo "make nbval      re-execute every book notebook and compare its outputs"
+	@echo "make notebooks  re-execute every chapter in place (then commit the outputs)"
 	@echo "make site       browser test of the built site (needs make book first)"
 	@echo "make clean      remove the build, the browser assets and test artifacts"
 	@echo "make distclean  clean, and remove .venv too"
@@ -93,11 +94,24 @@ lint: $(PY_STAMP)
 unit: $(PY_STAMP)
 	@$(TIMED) $(BIN)/pytest -n $(JOBS) tests
 
+# The notebooks' printed numbers must come out the same on any x86-64 machine with AVX2: one thread
+# (no thread-count-dependent reduction order) and the AVX2 code paths of ATen, MKL and oneDNN, both when
+# the notebooks are executed for a commit (make notebooks) and when nbval re-executes them.
+NB_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2 ONEDNN_MAX_CPU_ISA=AVX2
+NOTEBOOKS := $(shell sed -n 's/^ *- file: \(book\/.*\)/\1/p' _toc.yml | grep -v references)
+
+# Re-execute every chapter in place (after changing wnlib or a chapter), then commit the outputs.
+notebooks: $(PY_STAMP)
+	@for nb in $(NOTEBOOKS); do \
+	    echo "executing $$nb.ipynb"; \
+	    env $(NB_ENV) timeout 900 $(BIN)/jupyter execute --inplace $$nb.ipynb 2>&1 | grep -v "NbClientApp\|TCP" || exit 1; \
+	done
+
 # Strict nbval: every output is compared, after book/_sanitize.cfg masks addresses, timings and
 # paths. --dist loadscope keeps each notebook's cells on one worker (they share a kernel). A cell that
 # hangs fails after 10 minutes instead of stalling the run.
 nbval: $(PY_STAMP)
-	@$(TIMED) $(BIN)/pytest --nbval --nbval-current-env --nbval-cell-timeout=600 \
+	@$(TIMED) env $(NB_ENV) $(BIN)/pytest --nbval --nbval-current-env --nbval-cell-timeout=600 \
 	    --nbval-sanitize-with book/_sanitize.cfg -n $(JOBS) --dist loadscope book/
 
 # Needs the built site (make book). Screenshots go to artifacts/screenshots/.

@@ -264,7 +264,7 @@ def _weight_norm(v: Tensor, g: Tensor, dim: int | None, eps: float) -> Tensor:
     if _use_kernels(v):
         return _kernels().TritonWeightNorm.apply(v, g.reshape(-1), dim, eps)
     if _native_applies(v, dim):
-        w, n = torch._weight_norm_interface(v, g.reshape(slice_shape(v, dim)), dim)
+        w, n = torch._weight_norm_interface(v, g, dim)  # takes g as (S,) or keep-dim
         if n.min().item() >= eps:
             return w
     return WeightNormFunction.apply(v, g.reshape(-1), dim, eps)
@@ -278,7 +278,7 @@ def _native_applies(v: Tensor, dim: int | None) -> bool:
     the norms it returns, falling back to :class:`WeightNormFunction` otherwise. Not while compiling:
     that check reads a value, which would break the graph.
     """
-    return v.device.type == "cpu" and _fused_backward_applies(v, dim) and not torch.compiler.is_compiling()
+    return v.is_cpu and _fused_backward_applies(v, dim) and not torch.compiler.is_compiling()
 
 
 class ScaledLinearFunction(torch.autograd.Function):
