@@ -8,4 +8,15 @@ of :mod:`wnlib.kernels` run on CPU tensors in the tests. ``setdefault`` keeps an
 
 import os
 
+import pytest
+
 os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny networks run fastest on one thread, and then do not fight a parallel pytest worker."""
+    from wnlib._threads import torch_threads
+
+    with torch_threads(1):
+        yield

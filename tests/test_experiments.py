@@ -30,13 +30,7 @@ PARAMS = list(ex.PARAMETERIZATIONS)
 TINY = {"epochs": 1, "max_batches": 4, "init_batch_size": 100}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks run fastest on one thread (and then don't fight a parallel pytest worker)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks: see tests/conftest.py
 
 
 # --------------------------------------------------------------------------------------------------

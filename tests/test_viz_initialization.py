@@ -13,13 +13,7 @@ from wnlib.viz import initialization as iv
 matplotlib.use("Agg")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks: one thread is fastest and keeps runs comparable."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks: see tests/conftest.py
 
 
 def test_batches_shapes():

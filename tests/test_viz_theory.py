@@ -13,14 +13,7 @@ import torch
 
 from wnlib.viz import theory as th
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is fastest (and not slowed down by a busy machine), as in the chapter."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks: see tests/conftest.py
 
 
 def test_check_gradients_eq2_to_4():

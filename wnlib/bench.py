@@ -19,7 +19,7 @@ import platform
 import statistics
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 import wnlib
+from wnlib._threads import torch_threads
 
 
 @dataclass(frozen=True)
@@ -112,18 +113,6 @@ def peak_memory(layer: nn.Module, x: Tensor, grad: Tensor) -> int:
     return peak
 
 
-@contextlib.contextmanager
-def threads(n: int | None) -> Iterator[None]:
-    """Run with ``n`` intra-op threads (the machine's default when None)."""
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def run_case(case: Case, device: torch.device, rounds: int, target_s: float = 0.05) -> dict[str, dict]:
     """Times and peak memory for the four variants of one case."""
     torch.manual_seed(0)
@@ -187,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda needs a CUDA GPU, and torch sees none")
     rounds = 5 if args.quick else args.rounds
-    with threads(args.threads if device.type == "cpu" else None):
+    with torch_threads(args.threads if device.type == "cpu" else None):
         results = {}
         for case in cases(args.quick):
             results[case.name] = run_case(case, device, rounds)

@@ -20,11 +20,9 @@ init all-reduces its statistics so every rank starts from the same parameters.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -37,6 +35,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
 import wnlib
+from wnlib._threads import torch_threads
 from wnlib.experiments import cache as _cache
 from wnlib.experiments.data import DATASETS, DOWNLOADED, check_name, load_dataset
 from wnlib.experiments.models import ARCHITECTURES, build_model, initialize
@@ -230,23 +229,6 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1000) -> 
         wrong += (logits.argmax(1) != target).sum().item()
     model.train(was_training)
     return loss / len(y), wrong / len(y)
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run the block with ``torch.set_num_threads(n)`` (None: leave it), restoring the count after.
-
-    Small networks train faster on one thread than on two busy cores: the CPU presets use 1.
-    """
-    if n is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _sync(device: torch.device) -> None:

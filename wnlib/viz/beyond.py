@@ -21,9 +21,8 @@ is flattened to (out, in·k·k)); "row" means one output unit.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Literal
 
 import matplotlib.pyplot as plt
@@ -33,6 +32,7 @@ import torch
 from torch import Tensor
 
 import wnlib
+from wnlib._threads import torch_threads
 from wnlib.functional import weight_norm as wn
 from wnlib.viz.style import ACCENT, PALETTE, figure
 
@@ -341,18 +341,6 @@ def format_invariance_table(table: dict[str, list[bool]]) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run torch on one thread inside the block: the training loops here use tiny tensors, for which
-    extra threads only add overhead (and compete for a shared CPU). Results do not depend on it."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def _toy_problem(seed: int, n_in: int = 5, n_out: int = 3, batch: int = 8) -> tuple[Tensor, Tensor]:
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, n_in, generator=gen, dtype=torch.float64)
@@ -434,7 +422,7 @@ def rescaled_training(
         return vs, losses
 
     v_scale = alpha**2 if optimizer == "sgd" else alpha
-    with _one_thread():
+    with torch_threads(1):
         va, la = run(1.0, lr)
         vb, lb = run(alpha, v_scale * lr)
     v_dev = max(((b / alpha - a).norm() / a.norm()).item() for a, b in zip(va, vb, strict=True))
@@ -498,7 +486,7 @@ def weight_decay_run(
     )
     out = {k: np.empty(steps) for k in ("norm", "angle", "grad_norm", "norm_identity")}
     shrink = (1 - lr * weight_decay) ** 2
-    with _one_thread():
+    with torch_threads(1):
         for t in range(steps):
             before = v.detach().clone()
             loss = torch.nn.functional.cross_entropy(layer(xs[t].double()), ys[t])
