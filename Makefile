@@ -94,7 +94,7 @@ lint: $(PY_STAMP)
 unit: $(PY_STAMP)
 	@$(TIMED) $(BIN)/pytest -n $(JOBS) tests
 
-# The notebooks' printed numbers must come out the same on any x86-64 machine with AVX2: one thread
+# The notebooks' printed numbers should come out the same on other x86-64 machines with AVX2: one thread
 # (no thread-count-dependent reduction order) and the AVX2 code paths of ATen, MKL and oneDNN, both when
 # the notebooks are executed for a commit (make notebooks) and when nbval re-executes them.
 NB_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2 ONEDNN_MAX_CPU_ISA=AVX2
