@@ -16,6 +16,7 @@ and bfloat16 inputs. On CUDA tensors :func:`weight_norm` runs the fused Triton k
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from typing import Literal
 
@@ -52,6 +53,20 @@ def canonical_dim(v: Tensor, dim: int | None) -> int | None:
             f"use a value in [{-v.ndim}, {v.ndim - 1}] or None"
         )
     return dim % v.ndim
+
+
+def check_eps(eps: object) -> float:
+    """``eps`` as a float, or a clear error: it must be a finite, non-negative real number.
+
+    eps is the lower bound of ‖v‖ (the clamp max(‖v‖, eps)); NaN would make every w NaN, inf every w 0,
+    and a negative value is no bound at all. 0 is allowed (no clamp: a zero slice then gives NaN).
+    """
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+        raise TypeError(f"eps must be a real number, got {type(eps).__name__} {eps!r}")
+    eps = float(eps)
+    if not math.isfinite(eps) or eps < 0:
+        raise ValueError(f"eps must be finite and >= 0 (the lower bound of ‖v‖), got {eps}")
+    return eps
 
 
 def num_slices(v: Tensor, dim: int | None) -> int:
