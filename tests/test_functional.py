@@ -136,22 +136,6 @@ def test_zero_vector_gives_finite_output_and_gradients(dtype, dim):
     torch.testing.assert_close(zero_grad.double(), torch.full_like(zero_grad, 1 / wnf.DEFAULT_EPS).double())
 
 
-def test_native_fused_path_matches_the_clamped_path():
-    gen = torch.Generator().manual_seed(9)
-    for dim in (0, 1):
-        v = torch.randn(6, 5, generator=gen, dtype=torch.float64, requires_grad=True)
-        g = torch.rand(v.shape[dim], generator=gen, dtype=torch.float64, requires_grad=True)
-        upstream = torch.randn(6, 5, generator=gen, dtype=torch.float64)
-        w = wnf.weight_norm(v, g, dim)
-        assert type(w.grad_fn).__name__ == "WeightNormInterfaceBackward0"  # PyTorch's fused op
-        grads = torch.autograd.grad(w, (v, g), upstream)
-        w2 = wnf.WeightNormFunction.apply(v, g, dim, wnf.DEFAULT_EPS)
-        grads2 = torch.autograd.grad(w2, (v, g), upstream)
-        torch.testing.assert_close(w, w2, rtol=1e-15, atol=0)
-        for a, b in zip(grads, grads2, strict=True):
-            torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-15)
-
-
 def test_backend_switch():
     assert wnf.get_backend() == "auto"
     with wnf.use_backend("torch"):

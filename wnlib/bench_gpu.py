@@ -191,6 +191,7 @@ class Timer:
 def run_weight_case(case: WeightCase, timer: Timer, device: torch.device) -> list[dict]:
     """One row per method: times, bandwidths, % of copy, error against torch._weight_norm."""
     from wnlib import kernels
+    from wnlib.functional import TritonWeightNorm
 
     torch.manual_seed(0)
     v = torch.randn(case.shape, device=device, dtype=case.dtype)
@@ -209,7 +210,7 @@ def run_weight_case(case: WeightCase, timer: Timer, device: torch.device) -> lis
     methods: dict[str, tuple[Callable[[], object], Callable[[Tensor, Tensor], Tensor]]] = {
         "triton": (
             lambda: kernels.weight_norm_forward(v, g, case.dim, EPS),
-            lambda v_, g_: kernels.TritonWeightNorm.apply(v_, g_, case.dim, EPS),
+            lambda v_, g_: TritonWeightNorm.apply(v_, g_, case.dim, EPS)[0],
         ),
         "torch._weight_norm": (
             lambda: torch._weight_norm(v, g_kd, case.dim),
@@ -387,9 +388,9 @@ class TritonWNLinear(nn.Module):
             self.bias = nn.Parameter(plain.bias.detach().clone()) if plain.bias is not None else None
 
     def forward(self, x: Tensor) -> Tensor:
-        from wnlib.kernels import TritonWeightNorm
+        from wnlib.functional import TritonWeightNorm
 
-        return F.linear(x, TritonWeightNorm.apply(self.v, self.g, 0, EPS), self.bias)
+        return F.linear(x, TritonWeightNorm.apply(self.v, self.g, 0, EPS)[0], self.bias)
 
 
 def run_layer_case(case: LayerCase, timer: Timer, device: torch.device) -> list[dict]:

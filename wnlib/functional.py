@@ -3,14 +3,28 @@
 Used by every layer in :mod:`wnlib.nn` and by :func:`wnlib.weight_norm`; the Implementation chapter
 walks through it. Two entry points:
 
-- :func:`weight_norm` materializes w (any tensor shape, any kept axis ``dim``);
+- :func:`weight_norm` materializes w (any tensor shape, any kept axis ``dim``, any memory layout);
 - :func:`linear` computes a weight-normalized dense layer without materializing w, as
   y = (g/‖v‖) ⊙ (x vᵀ) + b, which is exact because the layer is linear in its weight.
 
-The backward of both is eq. 3–4 of Salimans & Kingma (2016), written out by hand: it saves v and the
-per-slice norms, never w. Norms (and the backward's reductions) are accumulated in float32 for float16
-and bfloat16 inputs. On CUDA tensors :func:`weight_norm` runs the fused Triton kernels of
-:mod:`wnlib.kernels` when Triton is importable; :func:`use_backend` forces either path.
+**One function, every mode.** Both compute exactly the naive formula w = g·v/max(‖v‖, eps), per slice
+along ``dim``, and give its derivatives in every way a user can ask for them:
+
+- eager ``.backward()`` / ``autograd.grad``: an ``autograd.Function`` whose backward is eq. 3–4 written
+  by hand (it saves v, g and the per-slice norms, never w);
+- ``create_graph=True`` (double backward, gradient penalties, Hessian-vector products, MAML): the same
+  backward, computed from differentiable ops that recompute the norm from v, so the gradient is itself
+  differentiable in v, g and ∇w;
+- forward mode (``torch.autograd.forward_ad``): the Function's ``jvp``;
+- ``torch.func`` transforms, ``torch.compile``, ``torch.export`` and ``torch.jit.trace``: the composite
+  formula in plain tensor ops, which those systems differentiate, batch and fuse themselves.
+
+No path branches on tensor values on the host, so nothing breaks a graph. Norms (and the backward's
+reductions) are accumulated in float32 for float16 and bfloat16 inputs; where g is exactly the norm as
+v's dtype rounds it, that rounded value is the norm, so wrapping a layer (g = ‖w‖, v = w) leaves w bit
+for bit. On CUDA tensors
+:func:`weight_norm` runs the fused Triton kernels of :mod:`wnlib.kernels` when Triton is importable;
+:func:`use_backend` forces either path.
 """
 
 from __future__ import annotations
@@ -18,21 +32,40 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.autograd.function import once_differentiable
+
+__all__ = [
+    "DEFAULT_EPS",
+    "SCALED_LINEAR_MIN_NUMEL",
+    "ScaledLinearFunction",
+    "TritonWeightNorm",
+    "WeightNormFunction",
+    "accumulation_dtype",
+    "canonical_dim",
+    "check_eps",
+    "check_inputs",
+    "get_backend",
+    "linear",
+    "num_slices",
+    "set_backend",
+    "slice_norm",
+    "slice_shape",
+    "use_backend",
+    "weight_norm",
+    "weight_norm_backward",
+]
 
 DEFAULT_EPS = 1e-12
 Backend = Literal["auto", "torch", "triton"]
 _BACKENDS = ("auto", "torch", "triton")
 _backend: Backend = "auto"
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
-_FUSED_DTYPES = (torch.float32, torch.float64)
-# Below this many weights, per-op overhead dominates and materializing w with PyTorch's fused op wins
-# (measured by ``python -m wnlib.bench``; see the Implementation chapter).
+# Below this many weights, per-op overhead dominates and materializing w wins (measured by
+# ``python -m wnlib.bench``; see the Implementation chapter).
 SCALED_LINEAR_MIN_NUMEL = 2**18
 
 
@@ -45,7 +78,7 @@ def canonical_dim(v: Tensor, dim: int | None) -> int | None:
     """``dim`` as an index in [0, v.ndim), or None; a clear error when it is out of range."""
     if dim is None:
         return None
-    if not isinstance(dim, int):
+    if isinstance(dim, bool) or not isinstance(dim, int):
         raise TypeError(f"dim must be an int or None, got {type(dim).__name__}")
     if v.ndim == 0 or not -v.ndim <= dim < v.ndim:
         raise IndexError(
@@ -110,8 +143,13 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in _LOW_PRECISION else dtype
 
 
+def _reduced_dims(v: Tensor, dim: int) -> list[int]:
+    """The axes a slice spans: all but ``dim`` (empty for a 1-d v, whose slices are single entries)."""
+    return [d for d in range(v.ndim) if d != dim]
+
+
 def slice_norm(v: Tensor, dim: int | None, eps: float = DEFAULT_EPS) -> Tensor:
-    """‖v‖ per slice, clamped below at eps, shape (S,), in the accumulation dtype.
+    """max(‖v‖, eps) per slice, shape (S,), in the accumulation dtype; differentiable in v.
 
     The clamp (the convention of ``torch.nn.functional.normalize``) keeps a zero slice finite: its w is 0
     and its gradients are finite (∇g = 0, ∇v = (g/eps)·∇w). Any slice with ‖v‖ ≥ eps is untouched.
@@ -119,24 +157,49 @@ def slice_norm(v: Tensor, dim: int | None, eps: float = DEFAULT_EPS) -> Tensor:
     acc = accumulation_dtype(v.dtype)
     if dim is None:
         n = torch.linalg.vector_norm(v, dtype=acc).reshape(1)
+    elif v.ndim == 1:
+        n = v.abs().to(acc)
     elif dim == 0 and v.is_contiguous():
         n = torch.linalg.vector_norm(v.reshape(v.shape[0], -1), dim=1, dtype=acc)
     else:
-        n = torch.linalg.vector_norm(v, dim=[d for d in range(v.ndim) if d != dim], dtype=acc)
-    return n.clamp_min_(eps)
+        n = torch.linalg.vector_norm(v, dim=_reduced_dims(v, dim), dtype=acc)
+    return n.clamp_min(eps)
 
 
 def _slice_dot(a: Tensor, b: Tensor, dim: int | None, acc: torch.dtype) -> Tensor:
     """Σ a·b per slice, shape (S,), accumulated in ``acc`` (no weight-sized temporary where possible)."""
-    if a.dtype != acc:
+    if a.dtype != acc or b.dtype != acc:
         a, b = a.to(acc), b.to(acc)
     if dim is None:
-        return torch.dot(a.reshape(-1), b.reshape(-1)).reshape(1)
+        return (a * b).sum().reshape(1) if a.ndim == 0 else torch.dot(a.reshape(-1), b.reshape(-1)).reshape(1)
+    if a.ndim == 1:
+        return a * b
     if dim == 0 and a.is_contiguous() and b.is_contiguous():
         s = a.shape[0]
         return torch.bmm(a.reshape(s, 1, -1), b.reshape(s, -1, 1)).reshape(s)
-    reduce = [d for d in range(a.ndim) if d != dim]
-    return (a * b).sum(reduce)
+    return (a * b).sum(_reduced_dims(a, dim))
+
+
+def _snap_to_gain(n: Tensor, g: Tensor, dtype: torch.dtype) -> Tensor:
+    """The float32 norms n, except where g is exactly n rounded to ``dtype``: there that rounded value.
+
+    g = ‖v‖ cannot be stored exactly in float16/bfloat16, so wrapping a layer (g = ‖w‖ rounded, v = w)
+    would give g/‖v‖ = 1 ± 2⁻⁹ and move some entries of w by one unit. Where g is the rounded norm the op
+    takes that number as the norm (a change below the dtype's resolution), so g/‖v‖ = 1 and w = v bit
+    for bit. The rounding is straight-through: derivatives are those of the exact norm.
+    """
+    rounded = n.to(dtype)
+    snapped = n + (rounded.to(n.dtype) - n).detach()
+    return torch.where(rounded == g, snapped, n)
+
+
+def _scaled(v: Tensor, g: Tensor, n: Tensor, dim: int | None) -> Tensor:
+    """w = (g/n)·v per slice (eq. 2), computed in n's dtype and returned in v's."""
+    g = g.reshape(-1)
+    if v.dtype in _LOW_PRECISION:
+        n = _snap_to_gain(n, g, v.dtype)
+    scale = (g.to(n.dtype) / n).reshape(slice_shape(v, dim))
+    return (v * scale).to(v.dtype)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -186,74 +249,163 @@ def _use_kernels(v: Tensor) -> bool:
     return v.is_cuda and _kernels().available()
 
 
+def _composite_mode(v: Tensor) -> bool:
+    """Whether a tracing or transforming system is running, which differentiates plain ops itself.
+
+    ``torch.func`` transforms (grad, vmap, jacrev, jvp), ``torch.compile`` and ``torch.export``
+    (dynamo), ``torch.jit.trace``, and tensor subclasses all get the composite formula: they batch,
+    fuse and differentiate it themselves, to any order, with no Python ``autograd.Function`` in the way.
+    """
+    return (
+        torch._C._are_functorch_transforms_active()
+        or torch.compiler.is_compiling()
+        or torch.compiler.is_exporting()
+        or torch.jit.is_tracing()
+        or (type(v) is not Tensor and type(v) is not torch.nn.Parameter)
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Eq. 3–4: the backward, fast and differentiable
+# --------------------------------------------------------------------------------------------------
+
+
+def _backward_fast(
+    grad_w: Tensor, v: Tensor, g: Tensor, n: Tensor, dim: int | None, eps: float
+) -> tuple[Tensor, Tensor]:
+    """Eq. 3–4 from the saved norms, in as few passes over memory as PyTorch ops allow.
+
+    Accumulated in n's dtype (float32 for float16/bfloat16). Slices whose norm was clamped (n ≤ eps)
+    get no projection term: there the norm is constant in v. Not differentiable (n is a constant here).
+    """
+    acc = n.dtype
+    grad_g = _slice_dot(grad_w, v, dim, acc) / n  # eq. 3: ∇g = ∇w·v/‖v‖
+    # eq. 3–4: ∇v = (g/‖v‖)∇w − (g∇g/‖v‖²)v, the part of ∇w orthogonal to w, scaled by g/‖v‖
+    shape = slice_shape(v, dim)
+    scale = g.reshape(-1).to(acc) / n
+    coef = (scale * grad_g / n * (n > eps)).reshape(shape)
+    grad_v = grad_w.to(acc) * scale.reshape(shape)
+    grad_v.addcmul_(v.to(acc), coef, value=-1.0)
+    return grad_v.to(v.dtype), grad_g.to(g.dtype)
+
+
+def weight_norm_backward(
+    grad_w: Tensor, v: Tensor, g: Tensor, dim: int | None, eps: float = DEFAULT_EPS
+) -> tuple[Tensor, Tensor]:
+    """(∇v, ∇g) of w = g·v/max(‖v‖, eps) (eq. 3–4), as a differentiable function of ∇w, v and g.
+
+    ∇g = ∇w·v/‖v‖ and ∇v = (g/‖v‖)·∇w − (g·∇g/‖v‖²)·v per slice (no second term where the norm is
+    clamped). The norm is recomputed from v here, so autograd through this function gives the exact
+    second derivatives: it is what the op's backward runs under ``create_graph=True``. ``∇g`` has g's
+    shape, ``∇v`` v's shape; both in their dtypes (accumulated in float32 for float16/bfloat16).
+
+    Example:
+        >>> v = torch.tensor([[3.0, 4.0]]); g = torch.tensor([2.0])
+        >>> grad_v, grad_g = weight_norm_backward(torch.tensor([[1.0, 0.0]]), v, g, 0)
+        >>> grad_g, grad_v @ v[0]  # ∇g = ∇w·v/‖v‖ = 3/5, and ∇v ⟂ v
+        (tensor([0.6000]), tensor([0.]))
+    """
+    n = slice_norm(v, dim, eps)
+    acc = n.dtype
+    grad_g = _slice_dot(grad_w, v, dim, acc) / n
+    scale = g.reshape(-1).to(acc) / n
+    coef = scale * grad_g / n * (n > eps)
+    shape = slice_shape(v, dim)
+    grad_v = grad_w.to(acc) * scale.reshape(shape) - v.to(acc) * coef.reshape(shape)
+    return grad_v.to(v.dtype), grad_g.to(g.dtype).reshape(g.shape)
+
+
+def _backward(ctx: Any, grad_w: Tensor, v: Tensor, g: Tensor, n: Tensor) -> tuple[Tensor, Tensor]:
+    """The fast backward, or under ``create_graph=True`` (grad mode on inside backward) the
+    differentiable one, so that second derivatives are exact."""
+    if torch.is_grad_enabled():
+        return weight_norm_backward(grad_w, v, g, ctx.dim, ctx.eps)
+    if ctx.use_kernels:
+        return _kernels().weight_norm_backward(grad_w, v, g, n, ctx.dim, ctx.eps)
+    grad_v, grad_g = _backward_fast(grad_w, v, g, n, ctx.dim, ctx.eps)
+    return grad_v, grad_g.reshape(g.shape)
+
+
+def _jvp(v: Tensor, g: Tensor, n: Tensor, dim: int | None, eps: float, dv: Tensor | None, dg: Tensor | None):
+    """Forward-mode derivative of eq. 2: dw = (dg/n)·v + (g/n)·dv − (g/n²)·dn·v with dn = v·dv/n
+    (0 where the norm is clamped)."""
+    acc = n.dtype
+    shape = slice_shape(v, dim)
+    dw = torch.zeros(v.shape, dtype=acc, device=v.device)
+    if dg is not None:
+        dw = dw + v.to(acc) * (dg.reshape(-1).to(acc) / n).reshape(shape)
+    if dv is not None:
+        scale = g.reshape(-1).to(acc) / n
+        dn = _slice_dot(v, dv, dim, acc) / n * (n > eps)
+        dw = dw + dv.to(acc) * scale.reshape(shape) - v.to(acc) * (scale * dn / n).reshape(shape)
+    return dw.to(v.dtype)
+
+
 # --------------------------------------------------------------------------------------------------
 # The op
 # --------------------------------------------------------------------------------------------------
 
 
 class WeightNormFunction(torch.autograd.Function):
-    """w = g·v/‖v‖ (eq. 2) with the backward of eq. 3–4, in PyTorch ops.
+    """w = g·v/max(‖v‖, eps) (eq. 2) with the backward of eq. 3–4, in PyTorch ops.
 
-    Saves v, g and the per-slice norms (not w). ``g`` arrives flattened to (S,). Where the norm is
-    clamped at eps it is constant in v, so that slice's ∇v is (g/eps)·∇w, without the projection.
+    ``WeightNormFunction.apply(v, g, dim, eps) -> (w, n)`` with the per-slice norms n (not
+    differentiable). Saves v, g and n, not w. The backward is exact to any order (see
+    :func:`weight_norm_backward`); ``jvp`` gives forward mode; ``torch.func.vmap`` gets a generated rule.
     """
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, v: Tensor, g: Tensor, dim: int | None, eps: float) -> Tensor:
+    def forward(v: Tensor, g: Tensor, dim: int | None, eps: float) -> tuple[Tensor, Tensor]:
         n = slice_norm(v, dim, eps)
-        scale = (g.to(n.dtype) / n).reshape(slice_shape(v, dim))
-        w = (v * scale).to(v.dtype)
-        ctx.save_for_backward(v, g, n)
-        ctx.dim, ctx.eps = dim, eps
-        return w
+        return _scaled(v, g, n, dim), n
 
     @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_w: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
+    def setup_context(ctx: Any, inputs: tuple, output: tuple[Tensor, Tensor]) -> None:
+        v, g, dim, eps = inputs
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(v, g, output[1])
+        ctx.save_for_forward(v, g, output[1])
+        ctx.dim, ctx.eps, ctx.use_kernels = dim, eps, False
+
+    @staticmethod
+    def backward(ctx: Any, grad_w: Tensor, _grad_n: Tensor | None) -> tuple[Tensor, Tensor, None, None]:
+        return (*_backward(ctx, grad_w, *ctx.saved_tensors), None, None)
+
+    @staticmethod
+    def jvp(ctx: Any, dv: Tensor | None, dg: Tensor | None, _dim: Any, _eps: Any) -> tuple[Tensor, None]:
         v, g, n = ctx.saved_tensors
-        dim, eps = ctx.dim, ctx.eps
-        if _fused_backward_applies(v, dim) and not bool((n <= eps).any()):
-            shape = slice_shape(v, dim)
-            grad_v, grad_g = torch.ops.aten._weight_norm_interface_backward(
-                grad_w.contiguous(), v.contiguous(), g.reshape(shape), n.reshape(shape), dim
-            )
-            return grad_v, grad_g.reshape(g.shape), None, None
-        return (*_weight_norm_backward(grad_w, v, g, n, dim, eps), None, None)
+        return _jvp(v, g, n, ctx.dim, ctx.eps, dv, dg), None
 
 
-def _fused_backward_applies(v: Tensor, dim: int | None) -> bool:
-    """PyTorch's own fused CPU/CUDA kernel for eq. 3–4 handles float32/float64 and the first or last axis.
+class TritonWeightNorm(torch.autograd.Function):
+    """:class:`WeightNormFunction` with the fused Triton kernels of :mod:`wnlib.kernels` (CUDA).
 
-    It takes the norms as an input and computes exactly :func:`_weight_norm_backward` in one pass, as long
-    as no norm was clamped (it always applies the projection).
+    The plain backward is one fused kernel for eq. 3–4; under ``create_graph=True`` it runs
+    :func:`weight_norm_backward` in PyTorch ops, so second derivatives are exact here too.
     """
-    return dim is not None and v.ndim > 1 and (dim == 0 or dim == v.ndim - 1) and v.dtype in _FUSED_DTYPES
 
+    generate_vmap_rule = False
 
-def _weight_norm_backward(
-    grad_w: Tensor, v: Tensor, g: Tensor, n: Tensor, dim: int | None, eps: float = 0.0
-) -> tuple[Tensor, Tensor]:
-    """Eq. 3–4 in PyTorch ops, accumulated in n's dtype (float32 for float16/bfloat16).
+    @staticmethod
+    def forward(v: Tensor, g: Tensor, dim: int | None, eps: float) -> tuple[Tensor, Tensor]:
+        return _kernels().weight_norm_forward(v, g, dim, eps)
 
-    Slices whose norm was clamped (n ≤ eps) get no projection term: there the norm is constant in v.
-    """
-    acc = n.dtype
-    g_acc = g.to(acc)
-    grad_g = _slice_dot(grad_w, v, dim, acc) / n  # eq. 3: ∇g = ∇w·v/‖v‖
-    # eq. 3–4: ∇v = (g/‖v‖)∇w − (g∇g/‖v‖²)v, the part of ∇w orthogonal to w, scaled by g/‖v‖
-    shape = slice_shape(v, dim)
-    scale = (g_acc / n).reshape(shape)
-    coef = (g_acc * grad_g / (n * n) * (n > eps)).reshape(shape)
-    grad_v = grad_w.to(acc) * scale
-    grad_v.addcmul_(v.to(acc), coef, value=-1.0)
-    return grad_v.to(v.dtype), grad_g.to(g.dtype)
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: tuple[Tensor, Tensor]) -> None:
+        WeightNormFunction.setup_context(ctx, inputs, output)
+        ctx.use_kernels = True
+
+    backward = WeightNormFunction.backward
+    jvp = WeightNormFunction.jvp
 
 
 def weight_norm(v: Tensor, g: Tensor, dim: int | None = 0, eps: float = DEFAULT_EPS) -> Tensor:
     """w = g · v / ‖v‖  (Salimans & Kingma 2016, eq. 2).
 
     Args:
-        v: the direction parameter, any shape, floating point.
+        v: the direction parameter, any shape and memory layout, floating point.
         g: the scale, one value per slice: shape (S,) or torch's keep-dim shape (S along ``dim``, 1
             elsewhere); a single element for ``dim=None``.
         dim: the kept axis, one norm per index along it (0 for Linear/Conv weights, 1 for
@@ -265,77 +417,116 @@ def weight_norm(v: Tensor, g: Tensor, dim: int | None = 0, eps: float = DEFAULT_
     Returns:
         w, with v's shape and dtype. Along every slice ‖w‖ = |g| (up to eps).
 
-    The backward is eq. 3–4: ∇g = ∇w·v/‖v‖ and ∇v = (g/‖v‖)·(∇w − (∇g/‖v‖)·v), so ∇v ⟂ v.
-    Norms are accumulated in float32 for float16/bfloat16 inputs. CUDA tensors use fused Triton
-    kernels when available (see :func:`use_backend`).
+    The backward is eq. 3–4: ∇g = ∇w·v/‖v‖ and ∇v = (g/‖v‖)·(∇w − (∇g/‖v‖)·v), so ∇v ⟂ v. It is the
+    derivative of the naive formula in every autograd mode (see the module docstring).
+
+    Example:
+        >>> v = torch.tensor([[3.0, 4.0], [0.0, 2.0]]); g = torch.tensor([10.0, 1.0])
+        >>> weight_norm(v, g)
+        tensor([[6., 8.],
+                [0., 1.]])
     """
     dim = canonical_dim(v, dim)
     check_inputs(v, g, dim)
-    return _weight_norm(v, g, dim, eps)
+    return _weight_norm(v, g, dim, check_eps(eps))
 
 
 def _weight_norm(v: Tensor, g: Tensor, dim: int | None, eps: float) -> Tensor:
-    """:func:`weight_norm` on checked inputs: picks the Triton kernels, PyTorch's fused op or ours."""
+    """:func:`weight_norm` on checked inputs: the composite formula, the Triton kernels or our Function."""
+    if _composite_mode(v):
+        return _scaled(v, g, slice_norm(v, dim, eps), dim)
     if _use_kernels(v):
-        return _kernels().TritonWeightNorm.apply(v, g.reshape(-1), dim, eps)
-    if _native_applies(v, dim):
-        w, n = torch._weight_norm_interface(v, g, dim)  # takes g as (S,) or keep-dim
-        if n.min().item() >= eps:
-            return w
-    return WeightNormFunction.apply(v, g.reshape(-1), dim, eps)
+        return TritonWeightNorm.apply(v, g, dim, eps)[0]
+    return WeightNormFunction.apply(v, g, dim, eps)[0]
 
 
-def _native_applies(v: Tensor, dim: int | None) -> bool:
-    """Whether ``torch._weight_norm_interface`` can compute w here: CPU, float32/64, first or last axis.
-
-    It is one fused pass forward and backward with autograd in C++, but has no eps: its w equals ours
-    exactly when every ‖v‖ ≥ eps (the clamp then does nothing), which :func:`_weight_norm` checks on
-    the norms it returns, falling back to :class:`WeightNormFunction` otherwise. Not while compiling:
-    that check reads a value, which would break the graph.
-    """
-    return v.is_cpu and _fused_backward_applies(v, dim) and not torch.compiler.is_compiling()
+# --------------------------------------------------------------------------------------------------
+# A dense layer without w
+# --------------------------------------------------------------------------------------------------
 
 
 class ScaledLinearFunction(torch.autograd.Function):
     """y = (g/‖v‖) ⊙ (x vᵀ) + b: a weight-normalized dense layer that never materializes w.
 
+    ``ScaledLinearFunction.apply(x, v, g, bias, eps) -> (y, z)`` with z = x vᵀ (not differentiable).
     Forward reads v once more than a plain layer (for the norms); backward adds one weight-sized
-    correction, −(c g/‖v‖³)·v with c = Σ_batch ∂L/∂y ⊙ (x vᵀ), which is eq. 4's projection.
+    correction, −(c g/‖v‖³)·v with c = Σ_batch ∂L/∂y ⊙ z, which is eq. 4's projection. Under
+    ``create_graph=True`` the backward is the materialized layer's, in differentiable ops.
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, v: Tensor, g: Tensor, bias: Tensor | None, eps: float) -> Tensor:
+    def forward(x: Tensor, v: Tensor, g: Tensor, bias: Tensor | None, eps: float) -> tuple[Tensor, Tensor]:
         n = slice_norm(v, 0, eps)
-        scale = g.to(n.dtype) / n
         z = F.linear(x, v)
-        s = scale.to(z.dtype)
-        y = torch.addcmul(bias, z, s) if bias is not None else z * s
-        ctx.save_for_backward(x, v, g, n, z)
-        ctx.has_bias = bias is not None
-        return y
+        s = (g.reshape(-1).to(n.dtype) / n).to(z.dtype)
+        return (torch.addcmul(bias, z, s) if bias is not None else z * s), z
 
     @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_y: Tensor):
-        x, v, g, n, z = ctx.saved_tensors
-        acc = n.dtype
-        scale = g.to(acc) / n
-        grad_z = grad_y * scale.to(grad_y.dtype)
-        grad_y2 = grad_y.reshape(-1, grad_y.shape[-1])
-        # c_j = Σ_b ∂L/∂y_bj · z_bj is ∂L/∂(g_j/‖v_j‖); from it ∇g and the norm's share of ∇v follow.
-        c = _slice_dot(grad_y2, z.reshape(-1, z.shape[-1]), 1, acc)
-        grad_x = grad_v = grad_g = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_x = grad_z.matmul(v)
+    def setup_context(ctx: Any, inputs: tuple, output: tuple[Tensor, Tensor]) -> None:
+        x, v, g, bias, eps = inputs
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(x, v, g, bias, output[1])
+        ctx.eps = eps
+
+    @staticmethod
+    def backward(ctx: Any, grad_y: Tensor, _grad_z: Tensor | None):
+        x, v, g, bias, z = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            grads = _scaled_linear_backward_differentiable(grad_y, x, v, g, bias, ctx.eps)
+        else:
+            grads = _scaled_linear_backward_fast(ctx, grad_y, x, v, g, z, bias is not None)
+        return (*grads, None)
+
+
+def _scaled_linear_backward_fast(
+    ctx: Any, grad_y: Tensor, x: Tensor, v: Tensor, g: Tensor, z: Tensor, has_bias: bool
+) -> tuple[Tensor | None, ...]:
+    """∇x = (grad_y ⊙ s) v, ∇v = (grad_y ⊙ s)ᵀ x − (c s/‖v‖²) v, ∇g = c/‖v‖, with s = g/‖v‖ and
+    c = Σ_batch grad_y ⊙ z (eq. 3–4 with ∇w = grad_yᵀ x, never formed)."""
+    n = slice_norm(v, 0, ctx.eps)
+    acc = n.dtype
+    scale = g.reshape(-1).to(acc) / n
+    x2 = x.reshape(-1, x.shape[-1])
+    grad_y2 = grad_y.reshape(-1, grad_y.shape[-1])
+    grad_z = grad_y2 * scale.to(grad_y.dtype)
+    grad_x = grad_v = grad_g = grad_b = None
+    if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+        c = _slice_dot(grad_y2, z.reshape(-1, z.shape[-1]), 1, acc)  # c_j = ∂L/∂(g_j/‖v_j‖)
         if ctx.needs_input_grad[1]:
-            grad_v = grad_z.reshape(-1, grad_z.shape[-1]).t().mm(x.reshape(-1, x.shape[-1]))
-            coef = (c * scale / (n * n)).to(v.dtype)
+            grad_v = grad_z.t().mm(x2)
+            coef = (c * scale / (n * n) * (n > ctx.eps)).to(v.dtype)
             grad_v.addcmul_(v, coef.unsqueeze(1), value=-1.0)
         if ctx.needs_input_grad[2]:
-            grad_g = (c / n).to(g.dtype)
-        if ctx.has_bias and ctx.needs_input_grad[3]:
-            grad_b = grad_y2.sum(0)
-        return grad_x, grad_v, grad_g, grad_b, None
+            grad_g = (c / n).to(g.dtype).reshape(g.shape)
+    if ctx.needs_input_grad[0]:
+        grad_x = grad_z.matmul(v).reshape(x.shape)
+    if has_bias and ctx.needs_input_grad[3]:
+        grad_b = grad_y2.sum(0)
+    return grad_x, grad_v, grad_g, grad_b
+
+
+def _scaled_linear_backward_differentiable(
+    grad_y: Tensor, x: Tensor, v: Tensor, g: Tensor, bias: Tensor | None, eps: float
+) -> tuple[Tensor | None, ...]:
+    """The layer's gradients as differentiable functions of its inputs (for ``create_graph=True``)."""
+    w = _scaled(v, g, slice_norm(v, 0, eps), 0)
+    grad_y2 = grad_y.reshape(-1, grad_y.shape[-1])
+    grad_w = grad_y2.t().mm(x.reshape(-1, x.shape[-1]))
+    grad_v, grad_g = weight_norm_backward(grad_w, v, g, 0, eps)
+    grad_b = grad_y2.sum(0) if bias is not None else None
+    return grad_y.matmul(w), grad_v, grad_g, grad_b
+
+
+def _check_linear_input(x: object, v: Tensor) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"linear expects the input x as a torch.Tensor, got {type(x).__name__}")
+    if x.ndim == 0:
+        raise ValueError(f"linear expects an input with a feature axis of size {v.shape[1]}, got 0-d")
+    if x.shape[-1] != v.shape[1]:
+        raise ValueError(
+            f"input has {x.shape[-1]} features but v has shape {tuple(v.shape)} "
+            f"(expected {v.shape[1]} input features)"
+        )
 
 
 def linear(x: Tensor, v: Tensor, g: Tensor, bias: Tensor | None = None, eps: float = DEFAULT_EPS) -> Tensor:
@@ -345,21 +536,30 @@ def linear(x: Tensor, v: Tensor, g: Tensor, bias: Tensor | None = None, eps: flo
 
     - scaled, (g/‖v‖) ⊙ (x vᵀ) + b, never forming w: the forward reads v once more than a plain layer
       (the norms) and the backward adds one weight-sized correction pass plus activation-sized work.
-      Used when the batch has no more rows than the layer has inputs and v has at least
-      ``SCALED_LINEAR_MIN_NUMEL`` elements;
-    - materialized, ``F.linear(x, weight_norm(v, g))``: PyTorch's fused op writes w, its fused backward
-      reads ∇w and v once. Cheaper for tall batches (activation-sized work dominates), for small layers
-      (per-op overhead dominates), and on the Triton path.
+      Used in float32/float64 when the batch has no more rows than the layer has inputs and v has at
+      least ``SCALED_LINEAR_MIN_NUMEL`` elements (in float16/bfloat16 x vᵀ could overflow before the
+      scaling brings it back into range, so those always materialize w);
+    - materialized, ``F.linear(x, weight_norm(v, g))``: cheaper for tall batches (activation-sized work
+      dominates), for small layers (per-op overhead dominates), and on the Triton path.
+
+    Example:
+        >>> v = torch.tensor([[3.0, 4.0]]); g = torch.tensor([5.0])
+        >>> linear(torch.tensor([[1.0, 1.0]]), v, g)  # w = v here, since g = ‖v‖
+        tensor([[7.]])
     """
-    if v.ndim != 2:
-        raise ValueError(f"linear expects v of shape (out, in), got {tuple(v.shape)}")
+    if not isinstance(v, Tensor) or v.ndim != 2:
+        raise ValueError(f"linear expects v of shape (out, in), got {getattr(v, 'shape', type(v).__name__)}")
     check_inputs(v, g, 0)
-    if x.shape[-1] != v.shape[1]:
-        raise ValueError(
-            f"input has {x.shape[-1]} features but v has shape {tuple(v.shape)} "
-            f"(expected {v.shape[1]} input features)"
-        )
+    _check_linear_input(x, v)
+    eps = check_eps(eps)
     rows = x.numel() // max(x.shape[-1], 1)
-    if _use_kernels(v) or rows > v.shape[1] or v.numel() < SCALED_LINEAR_MIN_NUMEL or x.dtype != v.dtype:
+    if (
+        _composite_mode(v)
+        or _use_kernels(v)
+        or rows > v.shape[1]
+        or v.numel() < SCALED_LINEAR_MIN_NUMEL
+        or x.dtype != v.dtype
+        or v.dtype in _LOW_PRECISION
+    ):
         return F.linear(x, _weight_norm(v, g, 0, eps), bias)
-    return ScaledLinearFunction.apply(x, v, g.reshape(-1), bias, eps)
+    return ScaledLinearFunction.apply(x, v, g, bias, eps)[0]

@@ -7,7 +7,8 @@ imports it; :func:`available` says whether it can be, and the first kernel call 
 :mod:`wnlib.kernels.triton_wn`. On CPU tensors the kernels only run under Triton's interpreter
 (``TRITON_INTERPRET=1`` set before they load), which is how the tests check them without a GPU.
 
-Used by the Implementation chapter; benchmarked by ``python -m wnlib.bench_gpu``.
+The autograd Function around them is :class:`wnlib.functional.TritonWeightNorm`. Used by the
+Implementation chapter; benchmarked by ``python -m wnlib.bench_gpu``.
 """
 
 from __future__ import annotations
@@ -18,12 +19,8 @@ from types import ModuleType
 
 from torch import Tensor
 
-from wnlib.kernels.autograd import TritonWeightNorm, triton_weight_norm
-
 __all__ = [
-    "TritonWeightNorm",
     "available",
-    "triton_weight_norm",
     "weight_norm_backward",
     "weight_norm_forward",
 ]
