@@ -155,22 +155,24 @@ def heading(result: RunResult) -> str:
     return f"## {c.param}, seed {c.seed}{''.join(notes)}"
 
 
-def _notes(
-    message: Warning | str,
-    category: type[Warning],
-    filename: str,
-    lineno: int,
-    file: TextIO | None = None,
-    line: str | None = None,
-) -> None:
-    """warnings.showwarning that puts a cache entry's problem on one line of stderr."""
-    if issubclass(category, _cache.CacheEntryInvalid):
-        print(f"note: {message}", file=sys.stderr)
-    else:
-        _SHOW(message, category, filename, lineno, file, line)
+def _one_line_notes(show: Callable[..., None]) -> Callable[..., None]:
+    """A ``warnings.showwarning`` that prints a cache entry's problem as one line on stderr
+    (``note: ...``) and hands every other warning to ``show``."""
 
+    def notes(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        if issubclass(category, _cache.CacheEntryInvalid):
+            print(f"note: {message}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
 
-_SHOW = warnings.showwarning
+    return notes
 
 
 def run(
@@ -181,7 +183,7 @@ def run(
     results = []
     with warnings.catch_warnings():
         warnings.simplefilter("always", _cache.CacheEntryInvalid)
-        warnings.showwarning = _notes
+        warnings.showwarning = _one_line_notes(warnings.showwarning)
         for config in configs:
             if args.save_model:
                 model, result = fit(
