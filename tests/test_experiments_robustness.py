@@ -86,6 +86,9 @@ def _damage(file: Path, kind: str) -> None:
     elif kind == "other device":
         entry["device"] = "cuda"
         file.write_text(json.dumps(entry))
+    elif kind == "other version":
+        entry["wnlib_version"] = "0.0.1"
+        file.write_text(json.dumps(entry))
     elif kind == "empty directory":
         file.unlink()
         file.mkdir()
@@ -107,6 +110,7 @@ DAMAGE = [
     "truncated",
     "other config",
     "other device",
+    "other version",
     "empty directory",
     "directory",
 ]

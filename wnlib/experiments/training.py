@@ -551,6 +551,8 @@ def _check_entry(
         raise ValueError(
             f"it ran on {result.device} × {result.world_size}, its key is for {device.type} × {world}"
         )
+    if result.wnlib_version != wnlib.__version__:
+        raise ValueError(f"it ran with wnlib {result.wnlib_version}, its key is for {wnlib.__version__}")
 
 
 def train(
