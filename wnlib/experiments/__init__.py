@@ -16,9 +16,10 @@ Example:
     >>> print(ex.markdown_table(ex.summarize(results)))
 """
 
-from wnlib.experiments.cache import cache_dir
+from wnlib.experiments.cache import CacheEntryInvalid, NotWritableError, cache_dir
 from wnlib.experiments.data import (
     DATASETS,
+    INPUT_SHAPES,
     ZCA,
     ChecksumError,
     Dataset,
@@ -38,22 +39,34 @@ from wnlib.experiments.results import (
     summarize,
 )
 from wnlib.experiments.schedule import AdamSchedule
-from wnlib.experiments.training import EpochResult, RunResult, TrainConfig, evaluate, fit, train
+from wnlib.experiments.training import (
+    ConfigError,
+    EpochResult,
+    RunResult,
+    TrainConfig,
+    evaluate,
+    fit,
+    train,
+)
 
 __all__ = [
     "ARCHITECTURES",
     "CPU_LEARNING_RATES",
     "DATASETS",
+    "INPUT_SHAPES",
     "PALETTE",
     "PAPER_LEARNING_RATES",
     "PARAMETERIZATIONS",
     "PRESETS",
     "ZCA",
     "AdamSchedule",
+    "CacheEntryInvalid",
     "ChecksumError",
+    "ConfigError",
     "Dataset",
     "DownloadError",
     "EpochResult",
+    "NotWritableError",
     "Parameterization",
     "RunResult",
     "TrainConfig",

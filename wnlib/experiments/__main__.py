@@ -3,6 +3,13 @@
 Trains the chosen parameterizations × seeds of a preset (results cached; see
 :mod:`wnlib.experiments.cache`), prints each run's per-epoch table and a summary in Markdown.
 
+Everything that can be checked before training is: the arguments' types and ranges, the names, that the
+network fits the data set's inputs, the device, and that the cache directory, ``--save-model`` and
+``--json`` can be written; the batch size against the training split right after the data is loaded.
+A bad argument exits with status 2 and one line on stderr. A cache entry that does not validate is
+reported in one line (``note: ...``), retrained and replaced; a run whose loss became non-finite is
+shown as diverged.
+
 The paper's full run (CIFAR-10, 200 epochs, downloads CIFAR-10 on first use) on a GPU::
 
     python -m wnlib.experiments --preset paper --param weightnorm_meanonly --device cuda
@@ -15,24 +22,53 @@ Data-parallel on several processes (DDP: gloo on CPU, NCCL on GPU)::
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TextIO
 
 import torch
 import torch.distributed as dist
 
+from wnlib.experiments import cache as _cache
 from wnlib.experiments.data import ChecksumError, DownloadError
 from wnlib.experiments.params import PARAMETERIZATIONS, get_parameterization
 from wnlib.experiments.presets import PRESETS, make_config, preset_threads
 from wnlib.experiments.results import markdown_table, summarize
-from wnlib.experiments.training import fit, resolve_device, train
+from wnlib.experiments.training import ConfigError, RunResult, check_device, fit, resolve_device, train
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (``prog: error: ...``) and exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _number(kind: Callable[[str], float], what: str, minimum: float) -> Callable[[str], float]:
+    """An argparse type: ``kind(text)``, finite and at least ``minimum``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not math.isfinite(value) or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+POSITIVE_INT = _number(int, "a positive integer", 1)
+POSITIVE_FLOAT = _number(float, "a positive finite number", math.ulp(0.0))
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="python -m wnlib.experiments",
         description="Train the parameterizations of Salimans & Kingma (2016, §5.1); print result tables.",
     )
@@ -45,23 +81,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    p.add_argument("--epochs", type=int, help="override the preset's number of epochs")
-    p.add_argument("--lr", type=float, help="override the preset's learning rate")
-    p.add_argument("--batch-size", type=int, help="global minibatch size (split across ranks)")
-    p.add_argument("--width", type=float, help="channel multiplier of the network")
+    p.add_argument("--epochs", type=POSITIVE_INT, help="override the preset's number of epochs")
+    p.add_argument("--lr", type=POSITIVE_FLOAT, help="override the preset's learning rate")
+    p.add_argument("--batch-size", type=POSITIVE_INT, help="global minibatch size (split across ranks)")
+    p.add_argument("--width", type=POSITIVE_FLOAT, help="channel multiplier of the network")
     p.add_argument("--dataset", help="override the preset's data set (digits, mnist1d, mnist, cifar10)")
     p.add_argument("--arch", help="override the preset's network (mlp, convnet, paper_cnn)")
-    p.add_argument("--max-batches", type=int, help="stop each epoch after this many minibatches")
+    p.add_argument("--max-batches", type=POSITIVE_INT, help="stop each epoch after this many minibatches")
     p.add_argument("--split", choices=("test", "validation"), default=None)
     p.add_argument("--cache-dir", help="cache directory (default $WNLIB_CACHE or ~/.cache/wnlib)")
-    p.add_argument("--no-cache", action="store_true", help="train even if a result is cached")
+    p.add_argument("--no-cache", action="store_true", help="train even if a result is cached (and store it)")
     p.add_argument(
         "--save-model",
         metavar="DIR",
         help="save each run's final state_dict (per rank) in DIR; trains, bypassing the result cache",
     )
     p.add_argument("--json", metavar="FILE", help="also write all results as JSON to FILE")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: the preset's)")
+    p.add_argument("--threads", type=POSITIVE_INT, help="torch CPU threads (default: the preset's)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p.parse_args(argv)
 
@@ -69,6 +105,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def overrides(args: argparse.Namespace) -> dict:
     names = ("epochs", "lr", "batch_size", "width", "dataset", "arch", "max_batches", "split")
     return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Before any training: every place the run will write to can be written
+    (:class:`~wnlib.experiments.cache.NotWritableError` otherwise)."""
+    if args.save_model:
+        _cache.check_writable(args.save_model, "--save-model")
+    else:  # results are stored, with --no-cache too
+        what = (
+            "--cache-dir" if args.cache_dir else f"the cache directory (${_cache.ENV_VAR} or ~/.cache/wnlib)"
+        )
+        _cache.check_writable(_cache.cache_dir(args.cache_dir) / "results", what)
+    if args.json:
+        if Path(args.json).is_dir():
+            raise _cache.NotWritableError(f"--json: {args.json} is a directory; pass a file name")
+        _cache.check_writable(Path(args.json).expanduser().parent, "--json")
 
 
 def init_distributed(device: torch.device) -> bool:
@@ -82,30 +134,62 @@ def init_distributed(device: torch.device) -> bool:
     return True
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+def prepare(args: argparse.Namespace) -> tuple[list, torch.device, int | None]:
+    """(the runs' configurations, the device, the thread count), every argument checked; a ValueError
+    (or TypeError, RuntimeError) says what is wrong."""
     params = list(PARAMETERIZATIONS) if args.param == ["all"] else args.param
-    try:
-        params = [get_parameterization(p).name for p in params]
-        configs = [make_config(args.preset, p, s, **overrides(args)) for s in args.seeds for p in params]
-        device = resolve_device(args.device)
-        threads = args.threads if args.threads is not None else preset_threads(args.preset)
-    except (ValueError, TypeError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    started = init_distributed(device)
-    device = resolve_device(args.device)  # the local GPU once the group exists
-    rank = dist.get_rank() if dist.is_initialized() else 0
+    params = [get_parameterization(p).name for p in params]
+    configs = [make_config(args.preset, p, s, **overrides(args)) for s in args.seeds for p in params]
+    device = check_device(args.device)
+    threads = args.threads if args.threads is not None else preset_threads(args.preset)
+    check_outputs(args)
+    return configs, device, threads
+
+
+def heading(result: RunResult) -> str:
+    """The line above a run's table: its parameterization and seed, whether cached or diverged."""
+    c = result.config
+    notes = [" (cached)" if result.cached else ""]
+    if result.diverged:
+        notes.append(f" (diverged in epoch {len(result.epochs)}: the training loss became non-finite)")
+    return f"## {c.param}, seed {c.seed}{''.join(notes)}"
+
+
+def _one_line_notes(show: Callable[..., None]) -> Callable[..., None]:
+    """A ``warnings.showwarning`` that prints a cache entry's problem as one line on stderr
+    (``note: ...``) and hands every other warning to ``show``."""
+
+    def notes(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        if issubclass(category, _cache.CacheEntryInvalid):
+            print(f"note: {message}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return notes
+
+
+def run(
+    args: argparse.Namespace, configs: list, device: torch.device, threads: int | None, rank: int
+) -> list:
+    """Train (or read back) every configuration, printing each table on rank 0."""
     quiet = args.quiet or rank != 0
-    try:
-        results = []
+    results = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", _cache.CacheEntryInvalid)
+        warnings.showwarning = _one_line_notes(warnings.showwarning)
         for config in configs:
             if args.save_model:
                 model, result = fit(
                     config, device=device, quiet=quiet, cache_dir=args.cache_dir, threads=threads
                 )
                 out = Path(args.save_model)
-                out.mkdir(parents=True, exist_ok=True)
                 torch.save(model.state_dict(), out / f"{config.param}_seed{config.seed}_rank{rank}.pt")
             else:
                 result = train(
@@ -118,17 +202,47 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             results.append(result)
             if rank == 0:
-                source = " (cached)" if result.cached else ""
-                print(f"\n## {config.param}, seed {config.seed}{source}\n\n{result.to_markdown()}")
+                print(f"\n{heading(result)}\n\n{result.to_markdown()}")
+    return results
+
+
+def report(args: argparse.Namespace, results: list) -> None:
+    """The summary table (diverged runs counted, not averaged) and the JSON file, if asked for."""
+    columns = ["param", "seeds", "diverged", "test_error_mean", "test_error_std", "seconds_per_epoch"]
+    print("\n## Summary (final test error in %, over the runs that did not diverge)\n")
+    print(markdown_table(summarize(results), columns))
+    if any(r.diverged for r in results):
+        print(
+            f"\n{sum(r.diverged for r in results)} of {len(results)} runs diverged "
+            "(non-finite training loss)."
+        )
+    if args.json:
+        Path(args.json).expanduser().write_text(_cache.dumps([r.to_dict() for r in results]))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = parse_args(argv)
+    except SystemExit as e:  # --help, or a bad argument (already reported in one line)
+        return e.code if isinstance(e.code, int) else 2
+    try:
+        configs, device, threads = prepare(args)
+    except (ValueError, TypeError, RuntimeError) as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    started = init_distributed(device)
+    device = resolve_device(args.device)  # the local GPU once the group exists
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    try:
+        results = run(args, configs, device, threads, rank)
+        if rank == 0:
+            report(args, results)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except (DownloadError, ChecksumError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    else:
-        if rank == 0:
-            columns = ["param", "seeds", "test_error_mean", "test_error_std", "seconds_per_epoch"]
-            print(f"\n## Summary (final test error in %)\n\n{markdown_table(summarize(results), columns)}")
-            if args.json:
-                Path(args.json).write_text(json.dumps([r.to_dict() for r in results], indent=1))
     finally:
         if started:
             dist.destroy_process_group()

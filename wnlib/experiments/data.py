@@ -43,6 +43,13 @@ from wnlib.experiments.cache import ENV_VAR, cache_dir
 
 DATASETS = ("digits", "mnist1d", "mnist", "cifar10")
 DOWNLOADED = ("mnist", "cifar10")
+#: The shape of one example of each data set, channel first (known without loading it).
+INPUT_SHAPES: dict[str, tuple[int, ...]] = {
+    "digits": (1, 8, 8),
+    "mnist1d": (1, 40),
+    "mnist": (1, 28, 28),
+    "cifar10": (3, 32, 32),
+}
 
 
 class ChecksumError(RuntimeError):

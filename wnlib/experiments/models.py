@@ -96,6 +96,37 @@ class LayerFactory:
         return self._normalized(layer, out_channels, ndim)
 
 
+#: The fewest positions per spatial axis each convolutional network needs (two 2× poolings, and for
+#: ``paper_cnn`` a 3-wide "valid" convolution after them).
+MIN_POSITIONS = {"convnet": 4, "paper_cnn": 12}
+
+
+def check_input_shape(arch: str, input_shape: Sequence[int]) -> tuple[int, ...]:
+    """``input_shape`` (one example, channel first) as a tuple if network ``arch`` can take it; else a
+    ValueError saying what it needs.
+
+    Example (the digits' 8×8 images are too small for ``paper_cnn``, which raises a ValueError):
+        >>> check_input_shape("paper_cnn", (3, 32, 32))
+        (3, 32, 32)
+    """
+    check_name(arch, ARCHITECTURES, "architecture")
+    shape = tuple(int(n) for n in input_shape)
+    if arch not in MIN_POSITIONS:
+        return shape
+    if not 2 <= len(shape) <= 4:
+        raise ValueError(
+            f"architecture {arch} takes (C, L), (C, H, W) or (C, D, H, W) inputs, got shape {shape}"
+        )
+    need = MIN_POSITIONS[arch]
+    if min(shape[1:]) < need:
+        smaller = " or ".join(repr(a) for a in ARCHITECTURES if MIN_POSITIONS.get(a, 0) <= min(shape[1:]))
+        raise ValueError(
+            f"architecture {arch} needs at least {need} positions per spatial axis, got inputs of shape "
+            f"{shape}; use arch {smaller} for inputs this small"
+        )
+    return shape
+
+
 def _activation() -> nn.Module:
     return nn.LeakyReLU(LEAKY_SLOPE)
 
@@ -137,6 +168,7 @@ def convnet(
     The convolutions are 3 wide with padding 1 and 1-D or 2-D according to ``input_shape`` ((C, L) or
     (C, H, W)); leaky ReLU after each.
     """
+    check_input_shape("convnet", input_shape)
     make = LayerFactory(get_parameterization(param))
     ndim = len(input_shape) - 1
     c_in, spatial = input_shape[0], list(input_shape[1:])
@@ -169,12 +201,9 @@ def paper_cnn(
     ×2, global average pool, dense. Works for 1-D inputs too (e.g. MNIST-1D), given at least 12
     positions.
     """
+    check_input_shape("paper_cnn", input_shape)
     make = LayerFactory(get_parameterization(param))
     ndim = len(input_shape) - 1
-    if min(input_shape[1:]) < 12:
-        raise ValueError(
-            f"paper_cnn needs inputs of at least 12 positions per axis, got {tuple(input_shape)}"
-        )
     pool = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)[ndim - 1]
     c1, c2 = _channels(96, width), _channels(192, width)
     c_in = input_shape[0]

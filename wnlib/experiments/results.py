@@ -10,6 +10,7 @@ the CPU presets' learning rates were chosen.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
@@ -98,27 +99,41 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 
 def summarize(results: Iterable[RunResult]) -> list[dict[str, Any]]:
-    """One row per parameterization: seeds, final test error (mean, sample std over seeds, in %),
-    final train loss (mean), best epoch's test error (mean, in %), median seconds per epoch (mean over
-    seeds)."""
+    """One row per parameterization: seeds, how many of them diverged, and over the seeds that did not:
+    final test error (mean, sample std, in %), final train loss (mean), best epoch's test error (mean,
+    in %); median seconds per epoch (mean over all seeds). Statistics over no run are NaN.
+
+    Example:
+        >>> from wnlib import experiments as ex
+        >>> rows = [ex.EpochResult(1, float("nan"), 0.9, float("nan"), 0.9, 0.1, 0.9, 1.0, 0.1)]
+        >>> run = ex.RunResult(ex.make_config("cpu-small", "normal", epochs=2), rows, "cpu", 1, "0", 0.0)
+        >>> row, = summarize([run])
+        >>> row["diverged"], row["test_error_mean"]
+        (1, nan)
+    """
     rows = []
     for param, runs in _by_param(results).items():
-        final = [100 * r.final_test_error for r in runs]
-        best = [100 * min(e.test_error for e in r.epochs) for r in runs]
-        mean, std = _mean_std(final)
+        ok = [r for r in runs if not r.diverged]
+        final = [100 * r.final_test_error for r in ok]
+        mean, std = _mean_std(final) if ok else (math.nan, math.nan)
         rows.append(
             {
                 "param": param,
                 "label": PARAMETERIZATIONS[param].label,
                 "seeds": len(runs),
+                "diverged": len(runs) - len(ok),
                 "test_error_mean": mean,
                 "test_error_std": std,
-                "best_test_error_mean": statistics.fmean(best),
-                "train_loss_mean": statistics.fmean(r.epochs[-1].train_loss for r in runs),
+                "best_test_error_mean": _fmean([100 * min(e.test_error for e in r.epochs) for r in ok]),
+                "train_loss_mean": _fmean([r.epochs[-1].train_loss for r in ok]),
                 "seconds_per_epoch": statistics.fmean(r.seconds_per_epoch for r in runs),
             }
         )
     return rows
+
+
+def _fmean(values: Sequence[float]) -> float:
+    return statistics.fmean(values) if values else math.nan
 
 
 def epoch_costs(results: Iterable[RunResult], baseline: str = "normal") -> list[dict[str, Any]]:
@@ -175,8 +190,8 @@ def benchmark_epochs(
             "results_version": _cache.RESULTS_VERSION,
         }
     )
-    if use_cache and (stored := _cache.load_result(key, cache_dir)) is not None:
-        return stored["rows"]
+    if use_cache and (rows := _stored_timings(key, cache_dir, params)) is not None:
+        return rows
     from tqdm.auto import tqdm
 
     seconds: dict[str, list[float]] = {p: [] for p in params}
@@ -198,6 +213,32 @@ def benchmark_epochs(
         rows.append(row)
     _cache.save_result(key, {"rows": rows, "seconds": seconds}, cache_dir)
     return rows
+
+
+def _stored_timings(key: str, cache_dir: str | None, params: list[str]) -> list[dict[str, Any]] | None:
+    """The stored rows of :func:`benchmark_epochs`, or None: nothing stored, or (with a
+    :class:`~wnlib.experiments.cache.CacheEntryInvalid` warning) an entry that is not such a table."""
+    import warnings
+
+    from wnlib.experiments import cache as _cache
+
+    stored, problem = _cache.read_result(key, cache_dir)
+    if stored is not None:
+        rows = stored.get("rows")
+        numbers = ("min_seconds", "median_seconds")
+        if (
+            isinstance(rows, list)
+            and all(isinstance(r, dict) for r in rows)
+            and [r.get("param") for r in rows] == params
+            and all(isinstance(r.get(n), (int, float)) and r[n] > 0 for r in rows for n in numbers)
+        ):
+            return rows
+        problem = "is not a table of epoch timings for these parameterizations"
+    if problem is not None:
+        path = _cache.result_path(key, cache_dir)
+        message = f"cache entry {path} {problem}: to be measured again and replaced"
+        warnings.warn(message, _cache.CacheEntryInvalid, stacklevel=3)
+    return None
 
 
 def curves(results: Iterable[RunResult], key: str = "test_error") -> dict[str, list[list[float]]]:

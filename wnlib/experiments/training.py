@@ -21,8 +21,11 @@ init all-reduces its statistics so every rank starts from the same parameters.
 from __future__ import annotations
 
 import math
+import numbers
+import os
 import random
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -37,8 +40,8 @@ from torch.utils.data import DistributedSampler
 import wnlib
 from wnlib._threads import torch_threads
 from wnlib.experiments import cache as _cache
-from wnlib.experiments.data import DATASETS, DOWNLOADED, check_name, load_dataset
-from wnlib.experiments.models import ARCHITECTURES, build_model, initialize
+from wnlib.experiments.data import DATASETS, DOWNLOADED, INPUT_SHAPES, check_name, load_dataset
+from wnlib.experiments.models import ARCHITECTURES, build_model, check_input_shape, initialize
 from wnlib.experiments.params import get_parameterization
 from wnlib.experiments.schedule import AdamSchedule
 
@@ -63,6 +66,10 @@ class TrainConfig:
         seed: seeds Python, NumPy and torch (model init, data order, noise and dropout).
         split: ``"test"``, or ``"validation"`` to evaluate on a held-out 20% of the training set.
         max_batches: stop each epoch after this many minibatches (for quick tests); None: all.
+
+    Every field is checked when the configuration is made (a ValueError says which and why), including
+    that ``arch`` can take ``dataset``'s inputs; that ``batch_size`` fits the training split is checked
+    when the data is loaded, before training (:class:`ConfigError`).
     """
 
     dataset: str = "mnist1d"
@@ -87,8 +94,48 @@ class TrainConfig:
         check_name(self.arch, ARCHITECTURES, "architecture")
         check_name(self.split, ("test", "validation"), "split")
         get_parameterization(self.param)
-        if self.epochs < 1 or self.batch_size < 1 or self.init_batch_size < 1:
-            raise ValueError("epochs, batch_size and init_batch_size must be positive")
+        try:
+            check_input_shape(self.arch, INPUT_SHAPES[self.dataset])
+        except ValueError as e:
+            raise ValueError(f"dataset {self.dataset}: {e}") from None
+        _check_fields(self)
+
+
+_POSITIVE_INTS = ("epochs", "batch_size", "init_batch_size")
+_POSITIVE_FLOATS = ("width", "lr", "init_scale")
+
+
+def _check_fields(config: TrainConfig) -> None:
+    """Each numeric field of ``config`` of the right kind and range, else a ValueError naming it."""
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+    def is_real(v: Any) -> bool:
+        return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+    ints = {n: getattr(config, n) for n in _POSITIVE_INTS}
+    if config.max_batches is not None:
+        ints["max_batches"] = config.max_batches
+    for name, value in ints.items():
+        if not is_int(value) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    for name in _POSITIVE_FLOATS:
+        value = getattr(config, name)
+        if not is_real(value) or value <= 0:
+            raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    if not (is_real(config.decay_start) and 0 <= config.decay_start <= 1):
+        raise ValueError(f"decay_start must be a number in [0, 1], got {config.decay_start!r}")
+    for name in ("beta1", "beta1_decay", "beta2"):
+        value = getattr(config, name)
+        if not (is_real(value) and 0 <= value < 1):
+            raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+    if not is_int(config.seed):
+        raise ValueError(f"seed must be an integer, got {config.seed!r}")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run on its data (found once the data is loaded, before training)."""
 
 
 @dataclass(frozen=True)
@@ -112,7 +159,8 @@ class RunResult:
     """A finished run: its configuration, one :class:`EpochResult` per epoch, and where it ran.
 
     ``cached`` says whether this object was read from the cache rather than trained now; it is not
-    stored.
+    stored. A run whose training loss became non-finite stops at that epoch and is :attr:`diverged`;
+    it is stored with that marker and with ``null`` for its non-finite numbers, which read back as NaN.
     """
 
     config: TrainConfig
@@ -126,6 +174,11 @@ class RunResult:
     @property
     def final_test_error(self) -> float:
         return self.epochs[-1].test_error
+
+    @property
+    def diverged(self) -> bool:
+        """Whether the training loss became non-finite (NaN or inf); training stopped in that epoch."""
+        return any(not math.isfinite(e.train_loss) for e in self.epochs)
 
     @property
     def seconds_per_epoch(self) -> float:
@@ -154,18 +207,66 @@ class RunResult:
         return markdown_table(rows)
 
     def to_dict(self) -> dict[str, Any]:
+        """The run as a dict (what the cache stores), with its ``diverged`` marker."""
         d = asdict(self)
         d.pop("cached")
+        d["diverged"] = self.diverged
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], cached: bool = False) -> RunResult:
+        """The run :meth:`to_dict` gave (``null`` numbers read as NaN); a ValueError says what is missing
+        or malformed, so a damaged cache entry is never taken for a result."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a run is a JSON object, got {type(d).__name__}")
+        missing = [k for k in ("config", "epochs", *_RUN_FIELDS) if k not in d]
+        if missing:
+            raise ValueError(f"missing field(s) {', '.join(missing)}")
+        if not isinstance(d["config"], dict):
+            raise ValueError("field config is not an object")
         known = {f.name for f in fields(TrainConfig)}
-        config = TrainConfig(**{k: v for k, v in d["config"].items() if k in known})
-        epochs = [EpochResult(**e) for e in d["epochs"]]
-        return cls(
-            config, epochs, d["device"], d["world_size"], d["wnlib_version"], d["init_seconds"], cached
-        )
+        try:
+            config = TrainConfig(**{k: v for k, v in d["config"].items() if k in known})
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"invalid config ({e})") from None
+        epochs = _epochs_from_list(d["epochs"])
+        for name, kinds in _RUN_FIELDS.items():
+            if not isinstance(d[name], kinds) or isinstance(d[name], bool):
+                raise ValueError(f"field {name} is {d[name]!r}, not a {kinds[0].__name__}")
+        info = [d[name] for name in _RUN_FIELDS]
+        result = cls(config, epochs, *info, cached)
+        if len(epochs) != config.epochs and not result.diverged:
+            raise ValueError(f"{len(epochs)} epochs of {config.epochs}, and the run did not diverge")
+        if d.get("diverged", result.diverged) is not result.diverged:
+            raise ValueError(f"marked diverged={d['diverged']!r} but its losses say {result.diverged}")
+        return result
+
+
+_RUN_FIELDS: dict[str, tuple[type, ...]] = {
+    "device": (str,),
+    "world_size": (int,),
+    "wnlib_version": (str,),
+    "init_seconds": (float, int),
+}
+
+
+def _epochs_from_list(rows: Any) -> list[EpochResult]:
+    """The per-epoch table of a stored run: a non-empty list of complete rows numbered 1, 2, ...;
+    ``null`` (a non-finite number) reads as NaN."""
+    if not isinstance(rows, list) or not rows:
+        raise ValueError("no epochs: a run has at least one")
+    names = [f.name for f in fields(EpochResult)]
+    epochs = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict) or set(row) != set(names):
+            raise ValueError(f"epoch row {i + 1} does not have exactly the fields {', '.join(names)}")
+        values = {k: math.nan if row[k] is None else row[k] for k in names}
+        if any(not isinstance(v, (int, float)) or isinstance(v, bool) for v in values.values()):
+            raise ValueError(f"epoch row {i + 1} holds a value that is not a number")
+        if values["epoch"] != i + 1:
+            raise ValueError(f"epoch row {i + 1} is numbered {values['epoch']}")
+        epochs.append(EpochResult(**values))
+    return epochs
 
 
 # --------------------------------------------------------------------------------------------------
@@ -187,10 +288,38 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
     if device.type == "cuda" and device.index is None and dist.is_available() and dist.is_initialized():
-        import os
-
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return device
+
+
+def check_device(device: str | torch.device | None = None) -> torch.device:
+    """:func:`resolve_device`, and a ValueError when it names a CUDA device this machine does not have
+    (reading cached results needs no device, training does)."""
+    device = resolve_device(device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {str(device)!r}: CUDA is not available here (torch {torch.__version__}, "
+                "torch.cuda.is_available() is False); use device 'cpu'"
+            )
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ValueError(
+                f"device {str(device)!r}: this machine has {count} CUDA device(s), numbered 0 to {count - 1}"
+            )
+    return device
+
+
+def check_batch_size(config: TrainConfig, n_train: int, world: int) -> None:
+    """A :class:`ConfigError` unless ``config.batch_size`` splits evenly over ``world`` ranks and at
+    least one full minibatch fits in the ``n_train`` training examples."""
+    if config.batch_size % world:
+        raise ConfigError(f"batch_size {config.batch_size} is not divisible by the {world} ranks")
+    if config.batch_size > n_train:
+        raise ConfigError(
+            f"batch_size {config.batch_size} is larger than the training split of {config.dataset} "
+            f"({config.split} split: {n_train} training examples); use a batch size of at most {n_train}"
+        )
 
 
 def _distributed(process_group: dist.ProcessGroup | None) -> tuple[dist.ProcessGroup | None, int, int]:
@@ -267,7 +396,7 @@ def fit(
         threads: torch's CPU threads during the run (None: unchanged).
     """
     with torch_threads(threads):
-        return _fit(config, resolve_device(device), quiet, process_group, cache_dir)
+        return _fit(config, check_device(device), quiet, process_group, cache_dir)
 
 
 def _fit(
@@ -278,13 +407,12 @@ def _fit(
     cache_dir: str | None,
 ) -> tuple[nn.Module, RunResult]:
     group, rank, world = _distributed(process_group)
-    if config.batch_size % world:
-        raise ValueError(f"batch_size {config.batch_size} is not divisible by the {world} ranks")
     if group is not None and config.dataset in DOWNLOADED and rank != 0:
         dist.barrier(group)  # let rank 0 download first
     data = load_dataset(config.dataset, split=config.split, cache=cache_dir)
     if group is not None and config.dataset in DOWNLOADED and rank == 0:
         dist.barrier(group)
+    check_batch_size(config, len(data.y_train), world)
     x_train, y_train = data.x_train.to(device), data.y_train.to(device)
     x_test, y_test = data.x_test.to(device), data.y_test.to(device)
 
@@ -315,7 +443,7 @@ def _fit(
     if config.max_batches is not None:
         steps = min(steps, config.max_batches)
     if steps < 1:
-        raise ValueError(
+        raise ConfigError(
             f"the training set ({len(y_train)} examples) has no full batch of {config.batch_size}"
         )
     schedule = AdamSchedule(
@@ -387,9 +515,44 @@ def cached_result(
     cache_dir: str | None = None,
     world_size: int = 1,
 ) -> RunResult | None:
-    """The stored :class:`RunResult` of ``config`` on ``device``'s type, or None if it was never run."""
-    stored = _cache.load_result(cache_key(config, resolve_device(device), world_size), cache_dir)
-    return None if stored is None else RunResult.from_dict(stored, cached=True)
+    """The stored :class:`RunResult` of ``config`` on ``device``'s type, or None if it was never run.
+
+    An entry that does not validate (unreadable, not a complete run, no epochs, or a stored
+    configuration, device type or number of ranks other than the key's) is a miss too, reported by a
+    :class:`~wnlib.experiments.cache.CacheEntryInvalid` warning; :func:`train` then retrains and
+    replaces it.
+    """
+    resolved = resolve_device(device)
+    key = cache_key(config, resolved, world_size)
+    stored, problem = _cache.read_result(key, cache_dir)
+    if stored is not None:
+        try:
+            result = RunResult.from_dict(stored, cached=True)
+            _check_entry(result, stored, config, resolved, world_size)
+        except ValueError as e:
+            problem = f"is not a valid run ({' '.join(str(e).split())})"
+        else:
+            return result
+    if problem is not None:
+        path = _cache.result_path(key, cache_dir)
+        message = f"cache entry {path} {problem}: treated as a miss, to be retrained and replaced"
+        warnings.warn(message, _cache.CacheEntryInvalid, stacklevel=2)
+    return None
+
+
+def _check_entry(
+    result: RunResult, stored: dict[str, Any], config: TrainConfig, device: torch.device, world: int
+) -> None:
+    """A ValueError unless the stored run is the one its key stands for."""
+    if stored["config"] != asdict(config):
+        diff = sorted(k for k in asdict(config) if stored["config"].get(k, object()) != getattr(config, k))
+        raise ValueError(f"its stored config differs from its key's in {', '.join(diff) or 'extra fields'}")
+    if (result.device, result.world_size) != (device.type, world):
+        raise ValueError(
+            f"it ran on {result.device} × {result.world_size}, its key is for {device.type} × {world}"
+        )
+    if result.wnlib_version != wnlib.__version__:
+        raise ValueError(f"it ran with wnlib {result.wnlib_version}, its key is for {wnlib.__version__}")
 
 
 def train(
