@@ -49,6 +49,7 @@ __all__ = [
     "check_eps",
     "check_inputs",
     "get_backend",
+    "identity_gain",
     "linear",
     "num_slices",
     "set_backend",
@@ -176,7 +177,7 @@ def _slice_dot(a: Tensor, b: Tensor, dim: int | None, acc: torch.dtype) -> Tenso
         return a * b
     if dim == 0 and a.is_contiguous() and b.is_contiguous():
         s = a.shape[0]
-        return torch.bmm(a.reshape(s, 1, -1), b.reshape(s, -1, 1)).reshape(s)
+        return torch.linalg.vecdot(a.reshape(s, -1), b.reshape(s, -1))
     return (a * b).sum(_reduced_dims(a, dim))
 
 
@@ -322,6 +323,12 @@ def _backward(ctx: Any, grad_w: Tensor, v: Tensor, g: Tensor, n: Tensor) -> tupl
         return weight_norm_backward(grad_w, v, g, ctx.dim, ctx.eps)
     if ctx.use_kernels:
         return _kernels().weight_norm_backward(grad_w, v, g, n, ctx.dim, ctx.eps)
+    if getattr(ctx, "aten", False):
+        shape = slice_shape(v, ctx.dim)
+        grad_v, grad_g = torch.ops.aten._weight_norm_interface_backward(
+            grad_w.contiguous(), v, g.reshape(shape), n.reshape(shape), ctx.dim
+        )
+        return grad_v, grad_g.reshape(g.shape)
     grad_v, grad_g = _backward_fast(grad_w, v, g, n, ctx.dim, ctx.eps)
     return grad_v, grad_g.reshape(g.shape)
 
@@ -377,6 +384,85 @@ class WeightNormFunction(torch.autograd.Function):
     def jvp(ctx: Any, dv: Tensor | None, dg: Tensor | None, _dim: Any, _eps: Any) -> tuple[Tensor, None]:
         v, g, n = ctx.saved_tensors
         return _jvp(v, g, n, ctx.dim, ctx.eps, dv, dg), None
+
+
+class _EagerWeightNorm(torch.autograd.Function):
+    """:class:`WeightNormFunction` in the ``forward(ctx, ...)`` style, which the op calls in eager mode.
+
+    The same results, backward and jvp. Two things make it cheaper for small weights, where per-call
+    overhead is most of the cost:
+
+    - Functions with ``setup_context`` bind their arguments with ``inspect.signature`` on every call;
+      this style does not (the transforms that need ``setup_context`` take the composite formula);
+    - on CPU, for float32/float64 contiguous weights normalized along the first or last axis, the
+      forward and the plain backward run PyTorch's fused kernels (``_weight_norm_interface`` and its
+      backward: one pass each) when no norm is below eps. Only the kernels: the autograd node is this
+      one, so ``create_graph`` still gets the exact differentiable backward.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, v: Tensor, g: Tensor, dim: int | None, eps: float) -> Tensor:
+        ctx.dim, ctx.eps, ctx.use_kernels = dim, eps, False
+        if _aten_applies(v, dim):
+            w, n = torch._weight_norm_interface(v, g.reshape(slice_shape(v, dim)), dim)
+            n = n.reshape(-1)
+            ctx.aten = bool((n >= eps).all())  # CPU: reading one bool costs no device sync
+            if ctx.aten:
+                ctx.save_for_backward(v, g, n)
+                ctx.save_for_forward(v, g, n)
+                return w
+        ctx.aten = False
+        n = slice_norm(v, dim, eps)
+        ctx.save_for_backward(v, g, n)
+        ctx.save_for_forward(v, g, n)
+        return _scaled(v, g, n, dim)
+
+    @staticmethod
+    def backward(ctx: Any, grad_w: Tensor) -> tuple[Tensor, Tensor, None, None]:
+        return (*_backward(ctx, grad_w, *ctx.saved_tensors), None, None)
+
+    @staticmethod
+    def jvp(ctx: Any, dv: Tensor | None, dg: Tensor | None, _dim: Any, _eps: Any) -> Tensor:
+        v, g, n = ctx.saved_tensors
+        return _jvp(v, g, n, ctx.dim, ctx.eps, dv, dg)
+
+
+def identity_gain(v: Tensor, dim: int | None, eps: float = DEFAULT_EPS) -> Tensor:
+    """The g for which ``weight_norm(v, g, dim, eps)`` returns v bit for bit (in eager mode).
+
+    That is ‖v‖ per slice as the op itself computes it, in v's dtype: shape (S,), or () for
+    ``dim=None``. :func:`wnlib.weight_norm` uses it when it wraps a layer (v = w, g = ‖w‖), so wrapping
+    leaves w exactly unchanged in every dtype and dim.
+
+    Example:
+        >>> v = torch.randn(4, 3)
+        >>> torch.equal(weight_norm(v, identity_gain(v, 0)), v)
+        True
+    """
+    dim = canonical_dim(v, dim)
+    with torch.no_grad():
+        if _aten_applies(v, dim):
+            n = torch._weight_norm_interface(v, torch.ones(slice_shape(v, dim), dtype=v.dtype), dim)[1]
+            n = n.reshape(-1)
+            if bool((n >= eps).all()):
+                return n
+        g = slice_norm(v, dim, eps).to(v.dtype)
+    return g.reshape(()) if dim is None else g
+
+
+def _aten_applies(v: Tensor, dim: int | None) -> bool:
+    """Whether PyTorch's fused CPU kernels for eq. 2 and eq. 3–4 (``_weight_norm_interface`` and its
+    backward) can compute this case: float32/float64, contiguous v, the first or last axis of a tensor
+    of 2 or more dimensions. They have no eps (the callers check that no norm is below it), and their
+    own autograd formula is not used (its double backward is wrong): only the kernels run."""
+    return (
+        v.is_cpu
+        and (v.dtype is torch.float32 or v.dtype is torch.float64)
+        and dim is not None
+        and v.ndim > 1
+        and (dim == 0 or dim == v.ndim - 1)
+        and v.is_contiguous()
+    )
 
 
 class TritonWeightNorm(torch.autograd.Function):
@@ -437,7 +523,7 @@ def _weight_norm(v: Tensor, g: Tensor, dim: int | None, eps: float) -> Tensor:
         return _scaled(v, g, slice_norm(v, dim, eps), dim)
     if _use_kernels(v):
         return TritonWeightNorm.apply(v, g, dim, eps)[0]
-    return WeightNormFunction.apply(v, g, dim, eps)[0]
+    return _EagerWeightNorm.apply(v, g, dim, eps)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -551,15 +637,18 @@ def linear(x: Tensor, v: Tensor, g: Tensor, bias: Tensor | None = None, eps: flo
         raise ValueError(f"linear expects v of shape (out, in), got {getattr(v, 'shape', type(v).__name__)}")
     check_inputs(v, g, 0)
     _check_linear_input(x, v)
-    eps = check_eps(eps)
-    rows = x.numel() // max(x.shape[-1], 1)
+    return _linear(x, v, g, bias, check_eps(eps))
+
+
+def _linear(x: Tensor, v: Tensor, g: Tensor, bias: Tensor | None, eps: float) -> Tensor:
+    """:func:`linear` on checked inputs (the layers call this): picks the scaled or materialized form."""
     if (
-        _composite_mode(v)
-        or _use_kernels(v)
-        or rows > v.shape[1]
-        or v.numel() < SCALED_LINEAR_MIN_NUMEL
+        v.numel() < SCALED_LINEAR_MIN_NUMEL
+        or x.numel() > v.shape[1] * x.shape[-1]  # more rows than input features
         or x.dtype != v.dtype
         or v.dtype in _LOW_PRECISION
+        or _composite_mode(v)
+        or _use_kernels(v)
     ):
         return F.linear(x, _weight_norm(v, g, 0, eps), bias)
     return ScaledLinearFunction.apply(x, v, g, bias, eps)[0]
