@@ -24,6 +24,7 @@ import itertools
 import math
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -118,8 +119,8 @@ def nonstationary_run(
     batches, then ``utd`` Adam updates on minibatches drawn from the buffer (the update-to-data
     ratio). With ``project=True`` every hidden row is put back on a sphere after each update, as
     Palenicek et al. do (the output layer stays free). The radius is the layer's RMS row norm at
-    initialization rather than their 1, so both arms start from the same effective learning rate;
-    for a layer followed by batch norm the radius changes nothing but that rate. Before the updates
+    initialization rather than their 1, so both arms start with the same RMS row norm; for a layer
+    followed by batch norm the radius changes nothing but the effective learning rate. Before the updates
     of each step the fresh batch's loss is recorded (loss on data not yet trained on); after them,
     :func:`_probe`'s quantities.
     """
@@ -168,7 +169,7 @@ def end_of_phase_loss(loss: np.ndarray, switch_every: int, window: int = 5) -> n
 
 def nonstationary_figure(runs: dict[tuple[int, bool], dict[str, np.ndarray]], lr: float = 1e-3) -> plt.Figure:
     """Hidden weight norm, effective learning rate and fresh-batch loss over environment steps."""
-    fig, axes = figure(ncols=3, height=2.8)
+    fig, axes = figure(ncols=3, height=3.2)
     styles = {1: ":", 5: "--", 20: "-"}
     for (utd, project), run in runs.items():
         colour = PALETTE["weightnorm"] if project else PALETTE["batchnorm"]
@@ -176,13 +177,14 @@ def nonstationary_figure(runs: dict[tuple[int, bool], dict[str, np.ndarray]], lr
         kw = {"color": colour, "ls": styles.get(utd, "-"), "lw": 1.2, "label": label}
         axes[0].plot(run["norm"], **kw)
         axes[1].plot(run["elr"] / lr, **kw)
-        smooth = np.convolve(run["loss"], np.ones(5) / 5, mode="valid")
-        axes[2].plot(smooth, **kw)
-    axes[0].set(title="hidden weights grow without WN", xlabel="environment step", ylabel="Σ_l ‖W_l‖_F")
-    axes[1].set(title="and the effective step shrinks", xlabel="environment step",
-                ylabel="(η/‖w_i‖²)/η, mean over units", yscale="log")
-    axes[2].set(title="fresh-batch loss (5-step mean)", xlabel="environment step", ylabel="MSE", yscale="log")
-    axes[0].legend(fontsize=7, ncols=2)
+        axes[2].plot(np.convolve(run["loss"], np.ones(5) / 5, mode="valid"), **kw)
+    axes[0].set(title="norms grow without WN,\nfaster at higher UTD", ylabel=r"$\sum_l \|W_l\|_F$")
+    axes[1].set(title="the effective rate falls", ylabel=r"mean of $(\eta/\|w_i\|^2)\,/\,\eta$")
+    axes[2].set(title="fresh-batch loss (5-step\nmean): no clear difference", ylabel="MSE", yscale="log")
+    axes[2].yaxis.set_minor_formatter(mticker.NullFormatter())
+    for ax in axes:
+        ax.set_xlabel("environment step")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=6, fontsize=7.5)
     return fig
 
 
