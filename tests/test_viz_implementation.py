@@ -247,3 +247,27 @@ def test_a_gap_within_the_noise_is_a_tie(tmp_path):
     (row,) = vi.read_bench(path).rows
     assert vi.faster_torch(row) == "torch legacy"
     assert vi.versus_torch(row) == "tie"  # 1.22 vs 1.20, noise 0.03 + 0.03
+
+
+def test_every_mode_matches_the_naive_twin():
+    assert vi.gradient_penalty_vs_naive() < 1e-12  # float64, second order
+    assert vi.per_sample_grads_vs_loop() < 1e-12  # float64, vmap(grad)
+    assert vi.channels_last_vs_naive() < 1e-5  # float32
+    checks = vi.torch_fused_gradgradcheck()
+    assert checks["wnlib, dim=0"] and checks["wnlib, dim=1"]
+    assert not checks["torch._weight_norm, dim=0"] and not checks["torch._weight_norm, dim=1"]
+
+
+@pytest.mark.slow
+def test_full_graph_compile_matches_the_naive_twin():
+    assert vi.compiled_vs_naive() < 1e-5
+
+
+def test_naive_twin_uses_the_model_s_own_parameters():
+    torch.manual_seed(0)
+    model = nn.Sequential(wnlib.nn.Linear(3, 4), nn.ReLU(), wnlib.nn.Linear(4, 2))
+    twin = vi.naive_twin(model)
+    x = torch.randn(5, 3)
+    torch.testing.assert_close(twin(x), model(x))
+    twin(x).sum().backward()
+    assert model[0].weight_v.grad is not None and model[2].weight_g.grad is not None

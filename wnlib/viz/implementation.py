@@ -8,7 +8,11 @@ tables compute:
 - :func:`autograd_node` and :func:`saved_for_backward`: which path of the op ran and which tensors
   autograd keeps for the backward (what an op costs in memory); :func:`aten_ops`: the ATen operations one
   forward + backward dispatches (what it costs in per-op overhead);
-- :func:`paths_agree`: PyTorch's fused op against ``WeightNormFunction`` on the same inputs;
+- :func:`paths_agree`: the op on PyTorch's fused kernels against ``WeightNormFunction`` on the same inputs;
+- :func:`gradient_penalty_vs_naive`, :func:`per_sample_grads_vs_loop`, :func:`compiled_vs_naive`,
+  :func:`channels_last_vs_naive`: the modes users reach (second order, ``vmap``, a full-graph compile,
+  channels_last), each against :func:`naive_twin` (the same parameters through the naive formula), and
+  :func:`torch_fused_gradgradcheck` (PyTorch's own fused op fails it);
 - :func:`eps_response`: what the clamp ‖v‖ → max(‖v‖, eps) does to w (eq. 2) and to the gradient gain
   g/‖v‖ of eq. 4, with :func:`plot_eps` and :func:`eps_widget`;
 - :func:`bf16_norm_errors`: the norm of eq. 2 in bfloat16 with a bfloat16 accumulator versus wnlib's
@@ -49,13 +53,20 @@ __all__ = [
     "aten_ops",
     "autograd_node",
     "bf16_norm_errors",
+    "channels_last_vs_naive",
+    "compiled_vs_naive",
     "data_file",
     "describe_saved",
     "eps_response",
     "eps_widget",
+    "faster_torch",
     "gpu_bench_markdown",
+    "gradient_penalty_vs_naive",
+    "naive_twin",
+    "naive_weight",
     "output_channels_scaled",
     "paths_agree",
+    "per_sample_grads_vs_loop",
     "plot_bench",
     "plot_bf16",
     "plot_eps",
@@ -65,6 +76,8 @@ __all__ = [
     "scaled_vs_materialized",
     "show_source",
     "target_report",
+    "torch_fused_gradgradcheck",
+    "versus_torch",
 ]
 
 BF16_UNIT_ROUNDOFF = 2.0**-8  # half the spacing of bfloat16 numbers just above 1 (8 significant bits)
@@ -232,6 +245,145 @@ def saved_table(cases: dict[str, list[SavedTensor]], weight_shape: Sequence[int]
         counts[name] = {"weight_sized": n_weight, "new_kib": kib}
         lines.append(f"{name:34}{len(saved):>6}{n_weight:>18}{kib:>14.1f}")
     return "\n".join(lines), counts
+
+
+# --------------------------------------------------------------------------------------------------
+# Every mode against the naive formula
+# --------------------------------------------------------------------------------------------------
+
+
+def naive_weight(v: Tensor, g: Tensor, dim: int | None, eps: float) -> Tensor:
+    """w = g·v/max(‖v‖, eps) per slice in plain autograd ops: the definition, used as the oracle."""
+    if dim is None:
+        return g.reshape(()) * v / torch.sqrt((v * v).sum()).clamp_min(eps)
+    reduce = [d for d in range(v.ndim) if d != dim]
+    shape = [1] * v.ndim
+    shape[dim] = -1
+    return g.reshape(shape) * v / torch.sqrt((v * v).sum(reduce, keepdim=True)).clamp_min(eps)
+
+
+def naive_twin(model: nn.Module) -> Callable[[Tensor], Tensor]:
+    """``model``'s function with every weight computed by :func:`naive_weight` from the model's own
+    v and g (so gradients reach the same parameters), through a plain copy and ``functional_call``."""
+    import copy
+
+    plain = copy.deepcopy(model)
+    for module in plain.modules():
+        for name in list(wnlib.weight_norm_specs(module)):
+            wnlib.remove_weight_norm(module, name)
+
+    def forward(x: Tensor) -> Tensor:
+        params: dict[str, Tensor] = {}
+        for prefix, module in model.named_modules():
+            for name, spec in wnlib.weight_norm_specs(module).items():
+                v, g = module._parameters[f"{name}_v"], module._parameters[f"{name}_g"]
+                params[f"{prefix}.{name}" if prefix else name] = naive_weight(v, g, spec.dim, spec.eps)
+        for key, p in model.named_parameters():
+            if not key.endswith(("_v", "_g")):
+                params[key] = p
+        return torch.func.functional_call(plain, params, (x,))
+
+    return forward
+
+
+def _rel(a: Tensor, b: Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
+
+
+def _critic(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        wnlib.nn.Linear(6, 32), nn.Tanh(), wnlib.nn.Linear(32, 32), nn.Tanh(), wnlib.nn.Linear(32, 1)
+    ).double()
+
+
+def gradient_penalty_vs_naive(seed: int = 0) -> float:
+    """A WGAN-GP gradient penalty, (‖∇x D(x)‖ − 1)², differentiated w.r.t. the critic's v and g
+    (second order: through ``create_graph=True``), against the naive twin. Largest relative difference."""
+    critic = _critic(seed)
+    x = torch.randn(16, 6, dtype=torch.float64, requires_grad=True)
+
+    def penalty_grads(fn: Callable[[Tensor], Tensor]) -> list[Tensor]:
+        (gx,) = torch.autograd.grad(fn(x).sum(), x, create_graph=True)
+        penalty = ((gx.norm(dim=1) - 1) ** 2).mean()
+        # the last bias does not move ∇x D, so its gradient is zero
+        return list(torch.autograd.grad(penalty, list(critic.parameters()), materialize_grads=True))
+
+    got, want = penalty_grads(critic), penalty_grads(naive_twin(critic))
+    return max(_rel(a, b) for a, b in zip(got, want, strict=True) if b.abs().max() > 0)
+
+
+def per_sample_grads_vs_loop(seed: int = 0, batch: int = 8) -> float:
+    """Per-sample gradients by ``vmap(grad)`` (one call) against ``batch`` separate backward passes."""
+    critic = _critic(seed)
+    params = {k: p.detach() for k, p in critic.named_parameters()}
+    x = torch.randn(batch, 6, dtype=torch.float64)
+
+    def loss(p: dict[str, Tensor], xi: Tensor) -> Tensor:
+        return torch.func.functional_call(critic, p, (xi[None],)).squeeze() ** 2
+
+    batched = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0))(params, x)
+    worst = 0.0
+    for i in range(batch):
+        y = naive_twin(critic)(x[i : i + 1]).squeeze()
+        grads = torch.autograd.grad(y**2, list(critic.parameters()))
+        for (k, _), ref in zip(critic.named_parameters(), grads, strict=True):
+            worst = max(worst, _rel(batched[k][i], ref))
+    return worst
+
+
+def _convnet(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        wnlib.nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        wnlib.nn.Conv2d(8, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        wnlib.nn.Linear(8 * 8 * 8, 4),
+    )
+
+
+def _outputs_and_grads(fn: Callable[[Tensor], Tensor], model: nn.Module, x: Tensor) -> list[Tensor]:
+    y = fn(x)
+    return [y.detach(), *torch.autograd.grad(y.square().sum(), list(model.parameters()))]
+
+
+def compiled_vs_naive(seed: int = 0, backend: str = "aot_eager") -> float:
+    """``torch.compile(model, fullgraph=True)``: outputs and parameter gradients against the naive twin."""
+    model = _convnet(seed)
+    x = torch.randn(2, 3, 8, 8)
+    compiled = torch.compile(model, fullgraph=True, backend=backend)
+    got = _outputs_and_grads(compiled, model, x)
+    want = _outputs_and_grads(naive_twin(model), model, x)
+    return max(_rel(a, b) for a, b in zip(got, want, strict=True))
+
+
+def channels_last_vs_naive(seed: int = 0) -> float:
+    """A convnet moved to channels_last (v non-contiguous), with channels_last input: outputs and
+    gradients against the naive twin of the contiguous model."""
+    model = _convnet(seed)
+    x = torch.randn(2, 3, 8, 8)
+    want = _outputs_and_grads(naive_twin(model), model, x)
+    model = model.to(memory_format=torch.channels_last)
+    assert not model[0].weight_v.is_contiguous()
+    got = _outputs_and_grads(model, model, x.to(memory_format=torch.channels_last))
+    return max(_rel(a, b) for a, b in zip(got, want, strict=True))
+
+
+def torch_fused_gradgradcheck() -> dict[str, bool]:
+    """gradgradcheck (float64) of PyTorch's ``torch._weight_norm`` and of wnlib's op, first and last axis."""
+    gen = torch.Generator().manual_seed(0)
+    out = {}
+    for dim in (0, 1):
+        v = torch.randn(4, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+        shape = [4, 1] if dim == 0 else [1, 3]
+        g = (torch.rand(shape, generator=gen, dtype=torch.float64) + 0.5).requires_grad_()
+        for name, fn in (("torch._weight_norm", torch._weight_norm), ("wnlib", wnlib.functional.weight_norm)):
+            out[f"{name}, dim={dim}"] = torch.autograd.gradgradcheck(
+                lambda v, g, fn=fn, dim=dim: fn(v, g, dim), (v, g), raise_exception=False
+            )
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
