@@ -316,9 +316,13 @@ def weight_norm_backward(
     return grad_v.to(v.dtype), grad_g.to(g.dtype).reshape(g.shape)
 
 
-def _backward(ctx: Any, grad_w: Tensor, v: Tensor, g: Tensor, n: Tensor) -> tuple[Tensor, Tensor]:
+def _backward(
+    ctx: Any, grad_w: Tensor | None, v: Tensor, g: Tensor, n: Tensor
+) -> tuple[Tensor | None, Tensor | None]:
     """The fast backward, or under ``create_graph=True`` (grad mode on inside backward) the
-    differentiable one, so that second derivatives are exact."""
+    differentiable one, so that second derivatives are exact. No gradient in, none out."""
+    if grad_w is None:
+        return None, None
     if torch.is_grad_enabled():
         return weight_norm_backward(grad_w, v, g, ctx.dim, ctx.eps)
     if ctx.use_kernels:
@@ -372,6 +376,7 @@ class WeightNormFunction(torch.autograd.Function):
     def setup_context(ctx: Any, inputs: tuple, output: tuple[Tensor, Tensor]) -> None:
         v, g, dim, eps = inputs
         ctx.mark_non_differentiable(output[1])
+        ctx.set_materialize_grads(False)  # no zeros for the norms' (unused) gradient
         ctx.save_for_backward(v, g, output[1])
         ctx.save_for_forward(v, g, output[1])
         ctx.dim, ctx.eps, ctx.use_kernels = dim, eps, False
@@ -551,12 +556,15 @@ class ScaledLinearFunction(torch.autograd.Function):
     def setup_context(ctx: Any, inputs: tuple, output: tuple[Tensor, Tensor]) -> None:
         x, v, g, bias, eps = inputs
         ctx.mark_non_differentiable(output[1])
+        ctx.set_materialize_grads(False)
         ctx.save_for_backward(x, v, g, bias, output[1])
         ctx.eps = eps
 
     @staticmethod
     def backward(ctx: Any, grad_y: Tensor, _grad_z: Tensor | None):
         x, v, g, bias, z = ctx.saved_tensors
+        if grad_y is None:
+            return None, None, None, None, None
         if torch.is_grad_enabled():
             grads = _scaled_linear_backward_differentiable(grad_y, x, v, g, bias, ctx.eps)
         else:
