@@ -227,6 +227,8 @@ def accumulate(q: Tensor, x: Tensor, acc_bits: int, per_channel: bool = False) -
         (210, -46, 1)
     """
     q, x, p = _check_integer_weights(q), _as_integers(x, "x"), _check_bits("acc_bits", acc_bits, 2)
+    if p > 62:
+        raise ValueError(f"acc_bits must be <= 62 (the register is simulated in int64), got {p}")
     if x.ndim == 0 or x.shape[-1] != q.shape[1]:
         raise ValueError(
             f"x has shape {tuple(x.shape)} but q has shape {tuple(q.shape)}: expected (..., {q.shape[1]})"
