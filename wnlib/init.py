@@ -88,6 +88,11 @@ class InitError(ValueError):
     (with a ``process_group``) a failure on another rank."""
 
 
+def _layer(name: str) -> str:
+    """A module's name for messages: "layer 'encoder.0'", or "the model itself" for the root."""
+    return f"layer {name!r}" if name else "the model itself"
+
+
 def output_axis(module: nn.Module) -> int:
     """Axis of the output features: last for Linear, 1 (channels) for convolutions."""
     return -1 if isinstance(module, nn.Linear) else 1
@@ -118,13 +123,13 @@ def _check_initializable(name: str, module: nn.Module) -> None:
         if spec.dim != expected:
             raise ValueError(
                 f"data-dependent init needs one g per output feature, i.e. weight norm over dim={expected} "
-                f"for {type(module).__name__}; layer {name!r} has dim={spec.dim}"
+                f"for {type(module).__name__}; {_layer(name)} has dim={spec.dim}"
             )
         if isinstance(module, nn.modules.conv._ConvTransposeNd) and module.groups != 1:
-            raise ValueError(f"layer {name!r}: data-dependent init of grouped ConvTranspose is not supported")
+            raise ValueError(f"{_layer(name)}: data-dependent init of grouped ConvTranspose is not supported")
         return
     raise TypeError(
-        f"layer {name!r} ({type(module).__name__}) is weight-normalized, but data-dependent init only knows "
+        f"{_layer(name)} ({type(module).__name__}) is weight-normalized, but data-dependent init only knows "
         "the output features of Linear, Conv and ConvTranspose layers"
     )
 
@@ -233,14 +238,14 @@ def _stats_error(name: str, mu: Tensor, sigma: Tensor, n: int, dtype: torch.dtyp
     """Why (μ, σ) cannot set g = init_scale/σ: too few values, or constant features; or None."""
     if n < 2:
         return (
-            f"layer {name!r}: data-dependent init needs at least 2 values per feature, got a batch "
+            f"{_layer(name)}: data-dependent init needs at least 2 values per feature, got a batch "
             f"giving {n}; use a larger batch"
         )
     rtol = constant_rtol(dtype)
     constant = sigma <= rtol * (mu.square() + sigma.square()).sqrt()
     if bool(constant.any()):
         return (
-            f"layer {name!r}: feature(s) {torch.nonzero(constant).flatten().tolist()} are constant over "
+            f"{_layer(name)}: feature(s) {torch.nonzero(constant).flatten().tolist()} are constant over "
             f"the init batch (σ[t] ≤ {rtol:.2g}·rms(t), the rounding error of {dtype}), so g = "
             "init_scale/σ is undefined; use a larger or more varied batch, or drop the inputs that never vary"
         )
@@ -251,9 +256,9 @@ def _batch_norm_error(name: str, bn: nn.Module, x: Tensor) -> str | None:
     """Why ``bn`` (BatchNorm or MeanOnlyBatchNorm) cannot normalize x with batch statistics, or None."""
     features = bn.num_features
     if x.ndim < 2 or x.shape[1] != features:
-        return f"layer {name!r}: {type(bn).__name__}({features}) got input of shape {tuple(x.shape)}"
+        return f"{_layer(name)}: {type(bn).__name__}({features}) got input of shape {tuple(x.shape)}"
     if bad := _non_finite(x):
-        return f"layer {name!r} ({type(bn).__name__}): {bad} of {x.numel()} inputs are NaN or inf"
+        return f"{_layer(name)} ({type(bn).__name__}): {bad} of {x.numel()} inputs are NaN or inf"
     return None
 
 
@@ -264,7 +269,7 @@ def _global_batch_norm(name: str, bn: nn.Module, sync: _Sync) -> Callable[[Tenso
     def forward(x: Tensor) -> Tensor:
         sync.agree(_batch_norm_error(name, bn, x))
         mu, sigma, n = _moments(x, 1, sync)
-        few = f"layer {name!r}: batch norm needs at least 2 values per feature, got {n}; use a larger batch"
+        few = f"{_layer(name)}: batch norm needs at least 2 values per feature, got {n}; use a larger batch"
         sync.agree(None if n >= 2 else few)
         shape = [1, -1] + [1] * (x.ndim - 2)
         y = x.double() - mu.view(shape)
@@ -347,9 +352,9 @@ class _Initializer:
         if not (bad := _non_finite(t)):
             return None
         origin = self.first_non_finite
-        where = "" if origin in (None, name) else f"; the first non-finite output came from layer {origin!r}"
+        where = "" if origin in (None, name) else f"; the first non-finite output came from {_layer(origin)}"
         return (
-            f"layer {name!r} ({type(module).__name__}): {bad} of {t.numel()} pre-activations t = v·x/‖v‖ are "
+            f"{_layer(name)} ({type(module).__name__}): {bad} of {t.numel()} pre-activations t = v·x/‖v‖ are "
             f"non-finite (NaN or inf){where}, so σ[t] and g are undefined; check the batch and the layers "
             "before it"
         )
@@ -431,7 +436,7 @@ def _forward(model: nn.Module, x: Any, init: _Initializer) -> None:
     except InitError:
         raise  # already agreed on by every rank
     except Exception as e:
-        message = f"data-dependent init failed in layer {init.current!r}: {e}"
+        message = f"data-dependent init failed in {_layer(init.current)}: {e}"
         init.sync.exchange(message)
         if isinstance(e, RuntimeError | ValueError):
             raise type(e)(message) from e
