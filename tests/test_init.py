@@ -191,6 +191,20 @@ def norm_conv_model() -> nn.Module:
     )
 
 
+class FailsOnSeven(nn.Module):
+    """A module that fails on a batch of 7 only: on one rank, in the middle of the init pass."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] == 7:
+            raise RuntimeError("this module cannot take 7 examples")
+        return x
+
+
+def failing_middle_model() -> nn.Module:
+    torch.manual_seed(11)
+    return nn.Sequential(wnn.Linear(5, 8), nn.BatchNorm1d(8), FailsOnSeven(), nn.ReLU(), wnn.Linear(8, 3))
+
+
 def shards(*shapes_and_shifts: tuple[tuple[int, ...], float]) -> list[torch.Tensor]:
     """One batch per rank: N(shift, (1 + shift)²), so shifted shards have different distributions."""
     gen = torch.Generator().manual_seed(8)
@@ -216,6 +230,12 @@ ONE_RANK_FAILS = {  # name: (model, batches, rank 1's error, its message)
         lambda: [shards(((40, 5), 0))[0], nan_at(torch.randn(40, 5), 3)],
         "InitError",
         r"x has 5 non-finite values",
+    ),
+    "rank 1 fails after the batch norm": (
+        failing_middle_model,
+        lambda: shards(((40, 5), 0), ((7, 5), 0)),
+        "RuntimeError",
+        r"data-dependent init failed in layer '2': this module cannot take 7 examples",
     ),
     "wrong shape on rank 1": (
         norm_model,
