@@ -1,6 +1,8 @@
 """Data-dependent initialization (eq. 5–6): statistics after init, idempotence, distributed agreement."""
 
+import datetime
 import os
+import re
 import socket
 from collections import OrderedDict
 
@@ -157,32 +159,171 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def make_model() -> nn.Module:
+def conv_model() -> nn.Module:
     torch.manual_seed(7)  # the same v on every rank
     return nn.Sequential(wnn.Conv1d(2, 6, 3), nn.ReLU(), nn.Flatten(), wnn.Linear(6 * 10, 3))
 
 
-def batches() -> torch.Tensor:
-    return torch.randn(2, 40, 2, 12, generator=torch.Generator().manual_seed(8))  # one batch per rank
+def norm_model() -> nn.Module:
+    """BatchNorm and MeanOnlyBatchNorm between weight-normalized layers: their batch statistics matter."""
+    torch.manual_seed(9)
+    return nn.Sequential(
+        wnn.Linear(5, 8),
+        nn.BatchNorm1d(8),
+        nn.ReLU(),
+        wnn.Linear(8, 6),
+        wnn.MeanOnlyBatchNorm(6),
+        nn.ReLU(),
+        wnn.Linear(6, 3),
+    )
+
+
+def norm_conv_model() -> nn.Module:
+    torch.manual_seed(10)
+    return nn.Sequential(
+        wnn.Conv2d(2, 4, 3),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        wnn.Conv2d(4, 4, 3, padding=1),
+        wnn.MeanOnlyBatchNorm(4),
+        nn.Tanh(),
+        wnn.Conv2d(4, 2, 1),
+    )
+
+
+class FailsOnSeven(nn.Module):
+    """A module that fails on a batch of 7 only: on one rank, in the middle of the init pass."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] == 7:
+            raise RuntimeError("this module cannot take 7 examples")
+        return x
+
+
+def failing_middle_model() -> nn.Module:
+    torch.manual_seed(11)
+    return nn.Sequential(wnn.Linear(5, 8), nn.BatchNorm1d(8), FailsOnSeven(), nn.ReLU(), wnn.Linear(8, 3))
+
+
+def shards(*shapes_and_shifts: tuple[tuple[int, ...], float]) -> list[torch.Tensor]:
+    """One batch per rank: N(shift, (1 + shift)²), so shifted shards have different distributions."""
+    gen = torch.Generator().manual_seed(8)
+    return [(1 + shift) * torch.randn(shape, generator=gen) + shift for shape, shift in shapes_and_shifts]
+
+
+def nan_at(x: torch.Tensor, row: int) -> torch.Tensor:
+    x[row] = float("nan")
+    return x
+
+
+SUCCEEDS = {  # name: (model, its batch on rank 0 and on rank 1)
+    "conv, iid": (conv_model, lambda: shards(((40, 2, 12), 0), ((40, 2, 12), 0))),
+    "batch norms, shifted shards": (norm_model, lambda: shards(((40, 5), 0), ((40, 5), 3))),
+    "batch norms, iid shards": (norm_model, lambda: shards(((40, 5), 0), ((40, 5), 0))),
+    "conv batch norms, shifted": (norm_conv_model, lambda: shards(((12, 2, 6, 6), 0), ((12, 2, 6, 6), 2))),
+    "batch norms, 1 example on rank 1": (norm_model, lambda: shards(((40, 5), 0), ((1, 5), 3))),
+    "batch norms, rank 1 empty": (norm_model, lambda: shards(((40, 5), 0), ((0, 5), 3))),
+}
+ONE_RANK_FAILS = {  # name: (model, batches, rank 1's error, its message)
+    "NaN on rank 1": (
+        norm_model,
+        lambda: [shards(((40, 5), 0))[0], nan_at(torch.randn(40, 5), 3)],
+        "InitError",
+        r"x has 5 non-finite values",
+    ),
+    "rank 1 fails after the batch norm": (
+        failing_middle_model,
+        lambda: shards(((40, 5), 0), ((7, 5), 0)),
+        "RuntimeError",
+        r"data-dependent init failed in layer '2': this module cannot take 7 examples",
+    ),
+    "wrong shape on rank 1": (
+        norm_model,
+        lambda: shards(((40, 5), 0), ((40, 4), 0)),
+        "ValueError",
+        r"data-dependent init failed in layer '0': input has 4 features",
+    ),
+}
+ALL_FAIL = {  # errors from the global statistics: every rank raises the same InitError
+    "constant everywhere": (
+        norm_model,
+        lambda: [torch.full((40, 5), 0.3)] * 2,
+        r"layer '0': feature\(s\) \[",
+    ),
+    "one value in all": (
+        norm_model,
+        lambda: shards(((1, 5), 0), ((0, 5), 0)),
+        "needs at least 2 values per feature, got a batch giving 1",
+    ),
+}
+SCENARIOS = {  # failures first: the ones after them show that the process group is still usable
+    **{k: v[:2] for k, v in {**ONE_RANK_FAILS, **ALL_FAIL}.items()},
+    **SUCCEEDS,
+}
+
+
+def _scenario(model: nn.Module, x: torch.Tensor) -> dict:
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    try:
+        report = wnlib.data_dependent_init(model, x, process_group=dist.group.WORLD)
+    except Exception as e:
+        unchanged = all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+        return {"error": type(e).__name__, "message": str(e), "unchanged": unchanged}
+    return {"state": model.state_dict(), "std_after": torch.cat([r.std_after for r in report])}
 
 
 def _rank_main(rank: int, world: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=60))
     try:
-        model = make_model()
-        wnlib.data_dependent_init(model, batches()[rank], process_group=dist.group.WORLD)
-        torch.save(model.state_dict(), f"{out}/rank{rank}.pt")
+        results = {name: _scenario(make(), batches()[rank]) for name, (make, batches) in SCENARIOS.items()}
+        torch.save(results, f"{out}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
 
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory) -> list[dict]:
+    """Every scenario, run once by two processes on gloo; what each rank got."""
+    out = tmp_path_factory.mktemp("gloo")
+    mp.start_processes(_rank_main, args=(2, free_port(), str(out)), nprocs=2, start_method="spawn")
+    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
+
+
 @pytest.mark.slow
-def test_two_processes_agree_with_single_process_on_concatenated_batch(tmp_path):
-    mp.start_processes(_rank_main, args=(2, free_port(), str(tmp_path)), nprocs=2, start_method="spawn")
-    states = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
-    single = make_model()
-    wnlib.data_dependent_init(single, batches().reshape(80, 2, 12))
+@pytest.mark.parametrize("name", list(SUCCEEDS))
+def test_two_processes_agree_with_single_process_on_concatenated_batch(two_ranks, name):
+    make, batches = SUCCEEDS[name]
+    got = [two_ranks[r][name] for r in range(2)]
+    assert "error" not in got[0] and "error" not in got[1], got
+    single = make()
+    report = wnlib.data_dependent_init(single, torch.cat(batches()))
     for key, value in single.state_dict().items():
-        assert torch.equal(states[0][key], states[1][key]), key
-        torch.testing.assert_close(states[0][key], value, rtol=1e-5, atol=1e-6)
+        assert torch.equal(got[0]["state"][key], got[1]["state"][key]), key
+        torch.testing.assert_close(got[0]["state"][key], value, rtol=1e-5, atol=1e-6)
+    # the report is of the global batch too: σ = 1 after init over both shards
+    std_after = torch.cat([r.std_after for r in report])
+    torch.testing.assert_close(got[0]["std_after"], std_after, rtol=1e-5, atol=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(ONE_RANK_FAILS))
+def test_when_one_rank_fails_every_rank_raises_and_says_which(two_ranks, name):
+    *_, error, message = ONE_RANK_FAILS[name]
+    failing, other = two_ranks[1][name], two_ranks[0][name]
+    assert failing["error"] == error and re.search(message, failing["message"]), failing
+    assert other["error"] == "InitError", other
+    assert other["message"].startswith(
+        "data-dependent init failed on rank(s) [1] of 2, so it stops on rank 0 too"
+    )
+    assert failing["message"] in other["message"]  # rank 1's own message, repeated
+    assert failing["unchanged"] and other["unchanged"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(ALL_FAIL))
+def test_errors_of_the_global_batch_are_raised_by_every_rank(two_ranks, name):
+    message = ALL_FAIL[name][2]
+    got = [two_ranks[r][name] for r in range(2)]
+    assert got[0] == got[1] and got[0]["error"] == "InitError" and re.search(message, got[0]["message"]), got
+    assert got[0]["unchanged"]
