@@ -280,3 +280,19 @@ def test_module_level_errors():
         wnlib.weight_norm(torch.zeros(3))
     with pytest.raises(ValueError, match=r"weight_g has shape \(4, 1\), which does not fit"):
         wnn.Linear(3, 4, dim=None).load_state_dict(torch_legacy(nn.Linear(3, 4)).state_dict())
+
+
+BAD_EPS = [(float("nan"), ValueError), (float("inf"), ValueError), (-1e-3, ValueError), ("1e-12", TypeError)]
+
+
+@pytest.mark.parametrize("eps, error", BAD_EPS, ids=["nan", "inf", "negative", "str"])
+def test_bad_eps_is_refused_where_it_enters_before_any_change(eps, error):
+    with pytest.raises(error, match="eps must be"):
+        wnn.Linear(3, 4, eps=eps)
+    with pytest.raises(error, match="eps must be"):
+        wnn.ConvTranspose2d(3, 4, 3, eps=eps)
+    plain = nn.Linear(3, 4)
+    with pytest.raises(error, match="eps must be"):
+        wnlib.weight_norm(plain, eps=eps)
+    assert type(plain) is nn.Linear and set(plain._parameters) == {"weight", "bias"}
+    assert wnlib.weight_norm_specs(wnn.Linear(3, 4, eps=0)).get("weight").eps == 0.0  # 0: no clamp
