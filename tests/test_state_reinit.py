@@ -106,3 +106,38 @@ def test_reinit_on_plain_parameters_other_names_and_returned_tensors():
     assert wnlib.reinit(relu, nn.init.zeros_) is relu  # nothing to do
     with pytest.raises(ValueError, match=r"in place or return a tensor of shape \(2, 3\), but returned \(\)"):
         wnlib.reinit(wnn.Linear(3, 2), lambda w: w.sum())
+
+
+def test_forwards_never_build_the_guard(monkeypatch):
+    calls = []
+    guard = wnlib.parametrize.EffectiveWeight
+    original = guard.alias
+    monkeypatch.setattr(guard, "alias", lambda *a: calls.append(1) or original(*a))
+    seen = []
+
+    class Probe(nn.Linear):  # a user class: weight_norm gives it a generated WeightNormProbe class
+        def forward(self, x):
+            seen.append(type(self.weight))
+            return super().forward(x)
+
+    model = nn.Sequential(
+        wnn.Conv1d(2, 3, 3), wnn.ConvTranspose1d(3, 2, 3), nn.Flatten(), wnn.Linear(12, 4, dim=1),
+        wnlib.weight_norm(Probe(4, 2)),
+    )  # fmt: skip
+    x = torch.randn(5, 2, 6)
+    model(x).sum().backward()
+    with torch.no_grad():
+        model.eval()(x)
+    assert calls == [] and seen == [torch.Tensor, torch.Tensor]
+    assert type(model[4].weight) is guard and calls == [1]
+
+
+@pytest.mark.slow
+def test_generated_classes_compile_and_export_with_the_forward_wrapper():
+    torch.manual_seed(2)
+    emb = wnlib.weight_norm(nn.Embedding(10, 4))
+    idx = torch.tensor([[1, 2], [3, 9]])
+    expected = emb(idx)
+    torch.testing.assert_close(torch.compile(emb)(idx), expected)
+    exported = torch.export.export(emb, (idx,))
+    torch.testing.assert_close(exported.module()(idx), expected)

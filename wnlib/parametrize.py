@@ -26,6 +26,7 @@ the remedy, :func:`reinit` (apply an init function to w, then v = w and g = ‖w
 
 from __future__ import annotations
 
+import contextvars
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from wnlib.functional import weight_norm as wn
 _DEFAULT_DIM = "default"
 _FAST_LAYERS: dict[type[nn.Module], type[nn.Module]] = {}  # torch class -> wnlib.nn class
 _DIM_METADATA = "wnlib_weight_norm_dim"  # key in state_dict()._metadata[prefix]: {name: kept axis}
+_IN_FORWARD = contextvars.ContextVar("wnlib_in_forward", default=False)  # inside a generated forward
 
 
 @dataclass(frozen=True)
@@ -82,8 +84,9 @@ def weight_property(name: str) -> property:
     """``module.<name>`` as w = g·v/‖v‖ computed from ``<name>_v`` and ``<name>_g``.
 
     Before weight norm is applied (while the wrapped class's ``__init__`` runs) it falls back to the
-    ordinary parameter, so the layer's own initialization works unchanged. In eager mode w comes as an
-    :class:`EffectiveWeight`, so that an in-place write into it raises instead of being lost.
+    ordinary parameter, so the layer's own initialization works unchanged. Read in eager mode outside
+    the module's forward, w comes as an :class:`EffectiveWeight`, so that an in-place write into it
+    raises instead of being lost; inside the forward (and when compiling) it is a plain tensor.
     """
 
     def fget(self: nn.Module) -> Tensor:
@@ -94,14 +97,17 @@ def weight_property(name: str) -> property:
                 return params[name]
             raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
         w = compute_weight(self, name)
-        if torch.compiler.is_compiling() or type(w) is not Tensor or _is_functorch_tensor(w):
+        if _plain_wanted(w):
             return w
         return EffectiveWeight.alias(w, f"{name!r} of this {type(self).__name__}", name)
 
     return property(fget, doc=f"The effective {name}: {name}_g · {name}_v / ‖{name}_v‖ (eq. 2).")
 
 
-def _is_functorch_tensor(w: Tensor) -> bool:
+def _plain_wanted(w: Tensor) -> bool:
+    """Whether w is read by a forward or a tracer/transform, where it stays a plain tensor."""
+    if torch.compiler.is_compiling() or _IN_FORWARD.get() or type(w) is not Tensor:
+        return True
     return torch._C._functorch.is_functorch_wrapped_tensor(w)
 
 
@@ -134,9 +140,9 @@ class EffectiveWeight(Tensor):
     def __torch_function__(cls, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
         target = args[0] if args else kwargs.get("tensor", kwargs.get("input"))
-        op = _write_into(cls, func, target, kwargs)
-        if op is not None:
-            raise RuntimeError(_lost_write_message(target if isinstance(target, cls) else kwargs["out"], op))
+        write = _write_into(cls, func, target, kwargs)
+        if write is not None:
+            raise RuntimeError(_lost_write_message(write[1], write[0]))
         name = getattr(func, "__name__", "")
         with torch._C.DisableTorchFunctionSubclass():
             if name in _ON_PLAIN and isinstance(target, cls):
@@ -145,18 +151,19 @@ class EffectiveWeight(Tensor):
             return _guard_aliases(out, target) if isinstance(target, cls) else out
 
 
-def _write_into(cls: type, func: Any, target: Any, kwargs: dict[str, Any]) -> str | None:
-    """The name of the write ``func`` would make into an EffectiveWeight, or None if it makes none."""
+def _write_into(cls: type, func: Any, target: Any, kwargs: dict[str, Any]) -> tuple[str, Any] | None:
+    """(the write's name, the EffectiveWeight written into) if ``func`` writes into one, else None."""
     name = getattr(func, "__name__", "")
     out = kwargs.get("out")
-    if isinstance(out, cls) or (isinstance(out, (tuple, list)) and any(isinstance(o, cls) for o in out)):
-        return f"{name}(out=...)"
+    for o in out if isinstance(out, (tuple, list)) else (out,):
+        if isinstance(o, cls):
+            return f"{name}(out=...)", o
     if not isinstance(target, cls):
         return None
     if name == "__set__":  # a property setter: w.data = ...
-        return f".{getattr(func.__self__, '__name__', '?')} = ..."
+        return f".{getattr(func.__self__, '__name__', '?')} = ...", target
     if (name.endswith("_") and not name.endswith("__")) or name in _INPLACE_DUNDERS:
-        return name
+        return name, target
     return None
 
 
@@ -184,8 +191,9 @@ def _lost_write_message(w: EffectiveWeight, op: str) -> str:
 
 
 class WeightNormMixin:
-    """Behaviour shared by every weight-normalized module: state_dict translation, clear errors on
-    assignment, a repr that shows the normalization, and pickling of generated classes."""
+    """Behaviour shared by every weight-normalized module: state_dict translation (and the kept axes
+    recorded in the state's ``_metadata``), clear errors on assignment and on ``torch.jit.script``, a
+    repr that shows the normalization, and pickling of generated classes."""
 
     def __setattr__(self, name: str, value: Any) -> None:
         specs = self.__dict__.get("_weight_norm")
@@ -237,7 +245,24 @@ def _generated_class(plain: type[nn.Module], names: tuple[str, ...]) -> type[nn.
     """``WeightNorm<Plain>``: ``plain`` with a weight property for each name (cached, so one per pair)."""
     attrs: dict[str, Any] = {n: weight_property(n) for n in names}
     attrs.update(_wn_plain=plain, __module__=__name__, __doc__=plain.__doc__)
+    attrs["forward"] = _forward_with_plain_weights(plain.forward)
     return type(f"WeightNorm{plain.__name__}", (WeightNormMixin, plain), attrs)
+
+
+def _forward_with_plain_weights(forward: Callable[..., Any]) -> Callable[..., Any]:
+    """``forward`` reading its weight properties as plain tensors (no :class:`EffectiveWeight` cost)."""
+
+    @functools.wraps(forward)
+    def wrapper(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        if torch.compiler.is_compiling():
+            return forward(self, *args, **kwargs)
+        token = _IN_FORWARD.set(True)
+        try:
+            return forward(self, *args, **kwargs)
+        finally:
+            _IN_FORWARD.reset(token)
+
+    return wrapper
 
 
 def _new_instance(plain: type[nn.Module], names: tuple[str, ...]) -> nn.Module:
@@ -376,7 +401,7 @@ def reinit(module: nn.Module, init_fn: Callable[[Tensor], Any], name: str = "wei
     ``init_fn`` may change its argument in place (as ``torch.nn.init`` does) or return the new w.
 
     Example:
-        >>> model = nn.Sequential(wnlib.nn.Conv1d(2, 4, 3), nn.ReLU(), nn.Conv1d(4, 1, 1))
+        >>> model = nn.Sequential(weight_norm(nn.Conv1d(2, 4, 3)), nn.ReLU(), nn.Conv1d(4, 1, 1))
         >>> _ = model.apply(lambda m: reinit(m, lambda w: nn.init.normal_(w, 0.0, 0.01)))
         >>> bool(model[0].weight.std() < 0.02)
         True
