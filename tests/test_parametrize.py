@@ -296,3 +296,19 @@ def test_bad_eps_is_refused_where_it_enters_before_any_change(eps, error):
         wnlib.weight_norm(plain, eps=eps)
     assert type(plain) is nn.Linear and set(plain._parameters) == {"weight", "bias"}
     assert wnlib.weight_norm_specs(wnn.Linear(3, 4, eps=0)).get("weight").eps == 0.0  # 0: no clamp
+
+
+def test_conv_forwards_keep_torch_options_output_size_and_padding_mode():
+    torch.manual_seed(7)
+    layer = wnn.ConvTranspose2d(2, 3, 3, stride=2)
+    plain = nn.ConvTranspose2d(2, 3, 3, stride=2)
+    plain.load_state_dict({"weight": layer.weight.detach(), "bias": layer.bias.detach()})
+    x = torch.randn(1, 2, 4, 4)
+    out = layer(x, output_size=[10, 10])
+    assert out.shape == (1, 3, 10, 10)
+    torch.testing.assert_close(out, plain(x, output_size=[10, 10]))
+    conv = wnn.Conv1d(2, 3, 3, padding=1, padding_mode="reflect")
+    plain_conv = nn.Conv1d(2, 3, 3, padding=1, padding_mode="reflect")
+    plain_conv.load_state_dict({"weight": conv.weight.detach(), "bias": conv.bias.detach()})
+    x = torch.randn(2, 2, 7)
+    torch.testing.assert_close(conv(x), plain_conv(x))
