@@ -73,3 +73,51 @@ def test_fold_for_inference_gives_same_outputs_with_plain_layers():
     torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="Linear has 2 outputs but the batch norm has 3"):
         wnlib.fold_mean_only_bn(nn.Linear(2, 2), wnn.MeanOnlyBatchNorm(3))
+
+
+def test_fold_mean_only_bn_checks_everything_before_changing_the_layer():
+    layer = wnn.Linear(2, 2)
+    before = {k: t.clone() for k, t in layer.state_dict().items()}
+    with pytest.raises(ValueError, match="Linear has 2 outputs but the batch norm has 3"):
+        wnlib.fold_mean_only_bn(layer, wnn.MeanOnlyBatchNorm(3).eval())
+    with pytest.raises(RuntimeError, match=r"training mode, .* model.eval\(\) \(or bn.eval\(\)\) first"):
+        wnlib.fold_mean_only_bn(layer, wnn.MeanOnlyBatchNorm(2))
+    with pytest.raises(TypeError, match="folds a MeanOnlyBatchNorm, got BatchNorm1d"):
+        wnlib.fold_mean_only_bn(layer, nn.BatchNorm1d(2))
+    assert type(layer) is wnn.Linear and wnlib.is_weight_normed(layer, "weight")
+    assert all(torch.equal(t, before[k]) for k, t in layer.state_dict().items())
+
+
+def test_fold_mean_only_bn_with_a_weight_normed_bias_keeps_the_shift():
+    torch.manual_seed(3)
+    layer = wnlib.weight_norm(wnn.Linear(3, 2), name="bias", dim=None)
+    bn = wnn.MeanOnlyBatchNorm(2)
+    x = torch.randn(16, 3)
+    bn(layer(x) + 1.0)
+    bn.eval()
+    expected = bn(layer(x))
+    wnlib.fold_mean_only_bn(layer, bn)
+    assert type(layer) is nn.Linear
+    torch.testing.assert_close(layer(x), expected)
+
+
+def test_fold_for_inference_refuses_a_model_in_training_mode_and_changes_nothing():
+    torch.manual_seed(4)
+    model = nn.Sequential(wnn.Linear(3, 4), wnn.MeanOnlyBatchNorm(4), nn.ReLU(), wnn.Linear(4, 2))
+    x = torch.randn(32, 3)
+    model(x + 2.0)  # a running mean far from this batch's mean
+    kinds = [type(m) for m in model]
+    with pytest.raises(RuntimeError, match=r"needs the model in eval mode, .* call model.eval\(\) first"):
+        wnlib.fold_for_inference(model)
+    assert [type(m) for m in model] == kinds
+    expected = model.eval()(x)
+    torch.testing.assert_close(wnlib.fold_for_inference(model)(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_fold_for_inference_validates_every_pair_before_folding_any():
+    model = nn.Sequential(
+        wnn.Linear(3, 4), wnn.MeanOnlyBatchNorm(4), nn.Sequential(wnn.Linear(4, 2), wnn.MeanOnlyBatchNorm(3))
+    ).eval()
+    with pytest.raises(ValueError, match=r"Linear \(2\.0\) has 2 outputs but the batch norm has 3"):
+        wnlib.fold_for_inference(model)
+    assert type(model[0]) is wnn.Linear and type(model[1]) is wnn.MeanOnlyBatchNorm

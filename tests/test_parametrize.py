@@ -280,3 +280,35 @@ def test_module_level_errors():
         wnlib.weight_norm(torch.zeros(3))
     with pytest.raises(ValueError, match=r"weight_g has shape \(4, 1\), which does not fit"):
         wnn.Linear(3, 4, dim=None).load_state_dict(torch_legacy(nn.Linear(3, 4)).state_dict())
+
+
+BAD_EPS = [(float("nan"), ValueError), (float("inf"), ValueError), (-1e-3, ValueError), ("1e-12", TypeError)]
+
+
+@pytest.mark.parametrize("eps, error", BAD_EPS, ids=["nan", "inf", "negative", "str"])
+def test_bad_eps_is_refused_where_it_enters_before_any_change(eps, error):
+    with pytest.raises(error, match="eps must be"):
+        wnn.Linear(3, 4, eps=eps)
+    with pytest.raises(error, match="eps must be"):
+        wnn.ConvTranspose2d(3, 4, 3, eps=eps)
+    plain = nn.Linear(3, 4)
+    with pytest.raises(error, match="eps must be"):
+        wnlib.weight_norm(plain, eps=eps)
+    assert type(plain) is nn.Linear and set(plain._parameters) == {"weight", "bias"}
+    assert wnlib.weight_norm_specs(wnn.Linear(3, 4, eps=0)).get("weight").eps == 0.0  # 0: no clamp
+
+
+def test_conv_forwards_keep_torch_options_output_size_and_padding_mode():
+    torch.manual_seed(7)
+    layer = wnn.ConvTranspose2d(2, 3, 3, stride=2)
+    plain = nn.ConvTranspose2d(2, 3, 3, stride=2)
+    plain.load_state_dict({"weight": layer.weight.detach(), "bias": layer.bias.detach()})
+    x = torch.randn(1, 2, 4, 4)
+    out = layer(x, output_size=[10, 10])
+    assert out.shape == (1, 3, 10, 10)
+    torch.testing.assert_close(out, plain(x, output_size=[10, 10]))
+    conv = wnn.Conv1d(2, 3, 3, padding=1, padding_mode="reflect")
+    plain_conv = nn.Conv1d(2, 3, 3, padding=1, padding_mode="reflect")
+    plain_conv.load_state_dict({"weight": conv.weight.detach(), "bias": conv.bias.detach()})
+    x = torch.randn(2, 2, 7)
+    torch.testing.assert_close(conv(x), plain_conv(x))

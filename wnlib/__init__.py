@@ -9,6 +9,7 @@ The reparameterization w = g · v / ‖v‖ (eq. 2) as
 - :mod:`wnlib.nn`: weight-normalized ``Linear``, ``Conv*d`` and ``ConvTranspose*d`` layers, and
   ``MeanOnlyBatchNorm`` (§4);
 - :func:`data_dependent_init`: the paper's initialization (§3), consistent across processes;
+- :func:`reinit`: an init function (``torch.nn.init.*``) applied to the effective weight w;
 - :func:`fold_for_inference`: weight norm and mean-only batch norm folded into plain layers.
 """
 
@@ -18,6 +19,7 @@ from wnlib.init import InitReport, LayerInit, data_dependent_init
 from wnlib.mean_only_bn import fold_for_inference, fold_mean_only_bn
 from wnlib.parametrize import (
     is_weight_normed,
+    reinit,
     remove_weight_norm,
     to_torch_state_dict,
     weight_norm,
@@ -36,6 +38,7 @@ __all__ = [
     "is_weight_normed",
     "nn",
     "reference",
+    "reinit",
     "remove_weight_norm",
     "to_torch_state_dict",
     "use_backend",

@@ -106,18 +106,15 @@ def fold_mean_only_bn(layer: nn.Module, bn: MeanOnlyBatchNorm) -> nn.Module:
 
     In eval mode the pair computes w·x + b − running_mean + β, so the folded layer has weight
     w = g·v/‖v‖ (weight norm removed) and bias b − running_mean + β. ``layer`` is changed in place and
-    returned; use it in place of the pair.
+    returned; use it in place of the pair. Everything is checked before anything changes: the feature
+    counts must match and ``bn`` must be in eval mode (in training it subtracts each batch's own mean,
+    which no fixed bias reproduces).
     """
-    if is_weight_normed(layer, "weight"):
-        remove_weight_norm(layer, "weight")
-    weight = getattr(layer, "weight", None)
-    if not isinstance(weight, nn.Parameter):
-        raise TypeError(f"cannot fold into {type(layer).__name__}: it has no weight parameter")
-    out_features = getattr(layer, "out_features", None) or getattr(layer, "out_channels", None)
-    if out_features != bn.num_features:
-        raise ValueError(
-            f"{type(layer).__name__} has {out_features} outputs but the batch norm has {bn.num_features}"
-        )
+    _check_foldable(layer, bn)
+    for name in ("weight", "bias"):
+        if is_weight_normed(layer, name):
+            remove_weight_norm(layer, name)
+    weight = layer.weight
     with torch.no_grad():
         shift = (bn.bias - bn.running_mean).to(weight.dtype)
         if layer.bias is None:
@@ -127,22 +124,60 @@ def fold_mean_only_bn(layer: nn.Module, bn: MeanOnlyBatchNorm) -> nn.Module:
     return layer
 
 
+def _check_foldable(layer: nn.Module, bn: nn.Module, where: str = "") -> None:
+    """Raise unless :func:`fold_mean_only_bn` can fold ``layer`` and ``bn`` exactly (changes nothing)."""
+    kind = type(layer).__name__
+    if not isinstance(bn, MeanOnlyBatchNorm):
+        raise TypeError(f"fold_mean_only_bn folds a MeanOnlyBatchNorm, got {type(bn).__name__}")
+    if not (is_weight_normed(layer, "weight") or isinstance(layer._parameters.get("weight"), nn.Parameter)):
+        raise TypeError(f"cannot fold into {kind}{where}: it has no weight parameter")
+    out_features = getattr(layer, "out_features", None) or getattr(layer, "out_channels", None)
+    if out_features != bn.num_features:
+        raise ValueError(f"{kind}{where} has {out_features} outputs but the batch norm has {bn.num_features}")
+    if bn.training:
+        raise RuntimeError(
+            f"the MeanOnlyBatchNorm after {kind}{where} is in training mode, where it subtracts each "
+            "batch's own mean, which a folded layer cannot do: call model.eval() (or bn.eval()) first"
+        )
+
+
 def fold_for_inference(model: nn.Module) -> nn.Module:
     """Remove every trace of weight norm and mean-only batch norm from ``model``, in place.
 
     Inside every ``nn.Sequential``, a layer directly followed by :class:`MeanOnlyBatchNorm` is folded with
     it (:func:`fold_mean_only_bn`) and the batch norm replaced by ``nn.Identity``; every other
     weight-normalized parameter is folded by :func:`wnlib.remove_weight_norm`. Mean-only batch norms
-    anywhere else are left in place (fold those pairs yourself). The model should be in eval mode first.
+    anywhere else are left in place (fold those pairs yourself).
+
+    The folded model computes what ``model`` computes in eval mode, so every module must be in eval mode
+    first (``fold_for_inference(model.eval())``); a module in training mode raises, as does a pair
+    that cannot be folded, before anything is changed.
     """
-    for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
-        names = list(seq._modules)
-        for first, second in itertools.pairwise(names):
+    training = [name or type(model).__name__ for name, m in model.named_modules() if m.training]
+    if training:
+        raise RuntimeError(
+            f"fold_for_inference needs the model in eval mode, but {len(training)} module(s) are in "
+            f"training mode ({', '.join(training[:3])}{', ...' if len(training) > 3 else ''}), where "
+            "mean-only batch norm uses each batch's own mean and the folded model would compute something "
+            "else: call model.eval() first"
+        )
+    pairs = []
+    for seq_name, seq in model.named_modules():
+        if not isinstance(seq, nn.Sequential):
+            continue
+        for first, second in itertools.pairwise(list(seq._modules)):
             layer, bn = seq._modules[first], seq._modules[second]
-            if isinstance(bn, MeanOnlyBatchNorm) and hasattr(layer, "weight"):
-                fold_mean_only_bn(layer, bn)
-                seq._modules[second] = nn.Identity()
+            if isinstance(bn, MeanOnlyBatchNorm) and _has_weight(layer):
+                _check_foldable(layer, bn, f" ({'.'.join(filter(None, (seq_name, first)))})")
+                pairs.append((seq, second, layer, bn))
+    for seq, second, layer, bn in pairs:
+        fold_mean_only_bn(layer, bn)
+        seq._modules[second] = nn.Identity()
     for module in model.modules():
         for name in list(module.__dict__.get("_weight_norm", {})):
             remove_weight_norm(module, name)
     return model
+
+
+def _has_weight(module: nn.Module) -> bool:
+    return is_weight_normed(module, "weight") or "weight" in module._parameters

@@ -6,7 +6,9 @@ parameters ``weight_v`` and ``weight_g`` instead of ``weight``; ``layer.weight``
 At construction v is the torch layer's usual initial weight and g = ‖v‖, so the layer starts out
 computing what the plain layer would (the paper's data-dependent init is :func:`wnlib.data_dependent_init`).
 
-``wnlib.remove_weight_norm(layer)`` turns a layer back into its plain ``torch.nn`` class.
+``wnlib.remove_weight_norm(layer)`` turns a layer back into its plain ``torch.nn`` class. The forwards
+compute w directly (:func:`wnlib.parametrize.compute_weight`), not through the ``weight`` property, so they
+never pay for its guard against lost in-place writes (see :func:`wnlib.reinit`).
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ import torch
 from torch import Tensor, nn
 
 from wnlib import functional
-from wnlib.functional import DEFAULT_EPS, slice_norm
+from wnlib.functional import DEFAULT_EPS, check_eps, slice_norm
 from wnlib.mean_only_bn import MeanOnlyBatchNorm
 from wnlib.parametrize import (
     _DEFAULT_DIM,
     WeightNormMixin,
     apply_weight_norm,
+    compute_weight,
     default_dim,
     register_layer,
     weight_property,
@@ -49,8 +52,10 @@ class WeightNormLayer(WeightNormMixin):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls.plain_class = next(b for b in cls.__mro__[1:] if b.__module__.startswith("torch.nn"))
-        register_layer(cls.plain_class, cls)
+        plain = next((b for b in cls.__mro__[1:] if b.__module__.startswith("torch.nn")), None)
+        if plain is not None:  # not for the shared bases _Conv and _ConvTranspose
+            cls.plain_class = plain
+            register_layer(plain, cls)
 
     def __init__(
         self,
@@ -59,6 +64,7 @@ class WeightNormLayer(WeightNormMixin):
         eps: float = DEFAULT_EPS,
         **kwargs: Any,
     ) -> None:
+        eps = check_eps(eps)  # before building the torch layer
         super().__init__(*args, **kwargs)
         apply_weight_norm(self, "weight", default_dim(self) if dim == _DEFAULT_DIM else dim, eps)
 
@@ -92,30 +98,60 @@ class Linear(WeightNormLayer, nn.Linear):
     def forward(self, input: Tensor) -> Tensor:
         spec = self._weight_norm["weight"]
         if spec.dim != 0:
-            return nn.functional.linear(input, self.weight, self.bias)
+            return nn.functional.linear(input, compute_weight(self), self.bias)
         params = self._parameters
         return functional.linear(input, params["weight_v"], params["weight_g"], self.bias, spec.eps)
 
 
-class Conv1d(WeightNormLayer, nn.Conv1d):
+class _Conv(WeightNormLayer):
+    """The forward of ``nn.Conv*d``, with w computed directly."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return self._conv_forward(input, compute_weight(self), self.bias)
+
+
+_CONV_TRANSPOSE = {
+    1: nn.functional.conv_transpose1d,
+    2: nn.functional.conv_transpose2d,
+    3: nn.functional.conv_transpose3d,
+}
+
+
+class _ConvTranspose(WeightNormLayer):
+    """The forward of ``nn.ConvTranspose*d`` (same arguments and checks), with w computed directly."""
+
+    def forward(self, input: Tensor, output_size: list[int] | None = None) -> Tensor:
+        if self.padding_mode != "zeros":
+            raise ValueError(f"Only `zeros` padding mode is supported for {type(self).__name__}")
+        n = len(self.kernel_size)
+        output_padding = self._output_padding(
+            input, output_size, self.stride, self.padding, self.kernel_size, n, self.dilation
+        )
+        return _CONV_TRANSPOSE[n](
+            input, compute_weight(self), self.bias, self.stride, self.padding, output_padding, self.groups,
+            self.dilation,
+        )  # fmt: skip
+
+
+class Conv1d(_Conv, nn.Conv1d):
     """``nn.Conv1d`` with w = g·v/‖v‖ per output channel (dim 0)."""
 
 
-class Conv2d(WeightNormLayer, nn.Conv2d):
+class Conv2d(_Conv, nn.Conv2d):
     """``nn.Conv2d`` with w = g·v/‖v‖ per output channel (dim 0)."""
 
 
-class Conv3d(WeightNormLayer, nn.Conv3d):
+class Conv3d(_Conv, nn.Conv3d):
     """``nn.Conv3d`` with w = g·v/‖v‖ per output channel (dim 0)."""
 
 
-class ConvTranspose1d(WeightNormLayer, nn.ConvTranspose1d):
+class ConvTranspose1d(_ConvTranspose, nn.ConvTranspose1d):
     """``nn.ConvTranspose1d`` with w = g·v/‖v‖ per output channel (weights are (in, out, k): dim 1)."""
 
 
-class ConvTranspose2d(WeightNormLayer, nn.ConvTranspose2d):
+class ConvTranspose2d(_ConvTranspose, nn.ConvTranspose2d):
     """``nn.ConvTranspose2d`` with w = g·v/‖v‖ per output channel (weights are (in, out, kh, kw): dim 1)."""
 
 
-class ConvTranspose3d(WeightNormLayer, nn.ConvTranspose3d):
+class ConvTranspose3d(_ConvTranspose, nn.ConvTranspose3d):
     """``nn.ConvTranspose3d`` with w = g·v/‖v‖ per output channel (dim 1)."""

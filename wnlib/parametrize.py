@@ -12,23 +12,36 @@ Interoperability (the Implementation chapter shows each):
   ``torch.nn.utils.parametrizations.weight_norm`` (``parametrizations.weight.original0/1``), or without
   weight norm at all (``weight``: v = w and g = ‖w‖).
 - :func:`to_torch_state_dict` writes a state_dict either of torch's APIs loads.
+- ``state_dict()`` records each kept axis in the state's ``_metadata`` (the entry torch keeps for module
+  versions, which survives ``torch.save`` and ``torch.load(weights_only=True)``), so a state saved with
+  ``dim=1`` refuses to load into a layer built with ``dim=0``. States without the entry (older wnlib
+  checkpoints, torch's formats, plain layers, or a state rebuilt as a new dict) load as before.
 - Modules stay deep-copyable and picklable; ``torch.compile`` traces the property.
+
+Writing into ``module.<name>`` in place (``nn.init.xavier_uniform_(layer.weight)``,
+``layer.weight.data.fill_(0)``) would be lost, since w is computed afresh on every read: outside a
+layer's forward the property returns an :class:`EffectiveWeight`, which raises on such writes and names
+the remedy, :func:`reinit` (apply an init function to w, then v = w and g = ‖w‖).
 """
 
 from __future__ import annotations
 
+import contextvars
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from wnlib.functional import DEFAULT_EPS, canonical_dim, slice_norm, slice_shape
+from wnlib.functional import DEFAULT_EPS, canonical_dim, check_eps, slice_norm, slice_shape
 from wnlib.functional import weight_norm as wn
 
 _DEFAULT_DIM = "default"
 _FAST_LAYERS: dict[type[nn.Module], type[nn.Module]] = {}  # torch class -> wnlib.nn class
+_DIM_METADATA = "wnlib_weight_norm_dim"  # key in state_dict()._metadata[prefix]: {name: kept axis}
+_IN_FORWARD = contextvars.ContextVar("wnlib_in_forward", default=False)  # inside a generated forward
 
 
 @dataclass(frozen=True)
@@ -60,42 +73,159 @@ def is_weight_normed(module: nn.Module, name: str | None = None) -> bool:
 # --------------------------------------------------------------------------------------------------
 
 
+def compute_weight(module: nn.Module, name: str = "weight") -> Tensor:
+    """w = g·v/‖v‖ (eq. 2) from ``<name>_v`` and ``<name>_g``, as a plain tensor (what forwards use)."""
+    spec = module.__dict__["_weight_norm"][name]
+    params = module.__dict__["_parameters"]
+    return wn(params[f"{name}_v"], params[f"{name}_g"], spec.dim, spec.eps)
+
+
 def weight_property(name: str) -> property:
     """``module.<name>`` as w = g·v/‖v‖ computed from ``<name>_v`` and ``<name>_g``.
 
     Before weight norm is applied (while the wrapped class's ``__init__`` runs) it falls back to the
-    ordinary parameter, so the layer's own initialization works unchanged.
+    ordinary parameter, so the layer's own initialization works unchanged. Read in eager mode outside
+    the module's forward, w comes as an :class:`EffectiveWeight`, so that an in-place write into it
+    raises instead of being lost; inside the forward (and when compiling) it is a plain tensor.
     """
 
     def fget(self: nn.Module) -> Tensor:
         spec = self.__dict__.get("_weight_norm", {}).get(name)
-        params = self.__dict__["_parameters"]
         if spec is None:
+            params = self.__dict__["_parameters"]
             if name in params:
                 return params[name]
             raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
-        return wn(params[f"{name}_v"], params[f"{name}_g"], spec.dim, spec.eps)
+        w = compute_weight(self, name)
+        if _plain_wanted(w):
+            return w
+        return EffectiveWeight.alias(w, f"{name!r} of this {type(self).__name__}", name)
 
     return property(fget, doc=f"The effective {name}: {name}_g · {name}_v / ‖{name}_v‖ (eq. 2).")
 
 
+def _plain_wanted(w: Tensor) -> bool:
+    """Whether w is read by a forward or a tracer/transform, where it stays a plain tensor."""
+    if torch.compiler.is_compiling() or _IN_FORWARD.get() or type(w) is not Tensor:
+        return True
+    return torch._C._functorch.is_functorch_wrapped_tensor(w)
+
+
+# Tensor methods that write into their first argument without ending in "_" (``w[0] = 1``, ``w += 1``).
+_INPLACE_DUNDERS = frozenset(
+    f"__i{op}__" for op in ("add sub mul matmul truediv floordiv mod pow and or xor lshift rshift".split())
+) | {"__setitem__"}
+_ON_PLAIN = frozenset({"__repr__", "__str__", "__format__", "__reduce_ex__", "__deepcopy__"})
+
+
+class EffectiveWeight(Tensor):
+    """The effective weight w = g·v/‖v‖ as read from ``module.<name>``: a tensor that behaves as a plain
+    one (every op on it returns a plain tensor, gradients flow to v and g), except that an in-place write
+    into it, or into a view of it or its ``.data``, raises. w is computed afresh on every read, so such a
+    write (``nn.init.zeros_(layer.weight)``, ``layer.weight.data.fill_(1)``) would otherwise be lost.
+    """
+
+    _wn_where: str
+    _wn_name: str
+
+    @staticmethod
+    def alias(w: Tensor, where: str, name: str) -> EffectiveWeight:
+        """An :class:`EffectiveWeight` sharing w's storage and autograd history."""
+        with torch._C.DisableTorchFunctionSubclass():
+            out = w.as_subclass(EffectiveWeight)
+        out._wn_where, out._wn_name = where, name
+        return out
+
+    @classmethod
+    def __torch_function__(cls, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        target = args[0] if args else kwargs.get("tensor", kwargs.get("input"))
+        write = _write_into(cls, func, target, kwargs)
+        if write is not None:
+            raise RuntimeError(_lost_write_message(write[1], write[0]))
+        name = getattr(func, "__name__", "")
+        with torch._C.DisableTorchFunctionSubclass():
+            if name in _ON_PLAIN and isinstance(target, cls):
+                args = (target.as_subclass(Tensor), *args[1:])
+            out = func(*args, **kwargs)
+            return _guard_aliases(out, target) if isinstance(target, cls) else out
+
+
+def _write_into(cls: type, func: Any, target: Any, kwargs: dict[str, Any]) -> tuple[str, Any] | None:
+    """(the write's name, the EffectiveWeight written into) if ``func`` writes into one, else None."""
+    name = getattr(func, "__name__", "")
+    out = kwargs.get("out")
+    for o in out if isinstance(out, (tuple, list)) else (out,):
+        if isinstance(o, cls):
+            return f"{name}(out=...)", o
+    if not isinstance(target, cls):
+        return None
+    if name == "__set__":  # a property setter: w.data = ...
+        return f".{getattr(func.__self__, '__name__', '?')} = ...", target
+    if (name.endswith("_") and not name.endswith("__")) or name in _INPLACE_DUNDERS:
+        return name, target
+    return None
+
+
+def _guard_aliases(out: Any, w: EffectiveWeight) -> Any:
+    """Outputs that share w's memory (views, ``.data``, ``detach()``) stay guarded; all others are plain."""
+    if isinstance(out, (tuple, list)):
+        return type(out)(_guard_aliases(o, w) for o in out)
+    if not isinstance(out, Tensor):
+        return out
+    ptr = w.untyped_storage().data_ptr()
+    if ptr != 0 and out.layout == torch.strided and out.untyped_storage().data_ptr() == ptr:
+        return EffectiveWeight.alias(out, w._wn_where, w._wn_name)
+    return out.as_subclass(Tensor) if isinstance(out, EffectiveWeight) else out
+
+
+def _lost_write_message(w: EffectiveWeight, op: str) -> str:
+    n = w._wn_name
+    return (
+        f"{op} would write into {w._wn_where}, which is computed from {n}_v and {n}_g on every read "
+        f"({n} = {n}_g·{n}_v/‖{n}_v‖, eq. 2), so the write would be lost. To initialize {n}, use "
+        f"wnlib.reinit(module, init_fn, name={n!r}), e.g. "
+        f"model.apply(lambda m: wnlib.reinit(m, torch.nn.init.xavier_uniform_)); or write to {n}_v and "
+        f"{n}_g directly"
+    )
+
+
 class WeightNormMixin:
-    """Behaviour shared by every weight-normalized module: state_dict translation, clear errors on
-    assignment, a repr that shows the normalization, and pickling of generated classes."""
+    """Behaviour shared by every weight-normalized module: state_dict translation (and the kept axes
+    recorded in the state's ``_metadata``), clear errors on assignment and on ``torch.jit.script``, a
+    repr that shows the normalization, and pickling of generated classes."""
 
     def __setattr__(self, name: str, value: Any) -> None:
         specs = self.__dict__.get("_weight_norm")
         if specs and name in specs:
             raise AttributeError(
                 f"{name!r} of this {type(self).__name__} is computed from {name}_v and {name}_g; "
-                f"assign to those, or call wnlib.remove_weight_norm(module, {name!r}) first"
+                f"assign to those, initialize it with wnlib.reinit(module, init_fn, name={name!r}), or "
+                f"call wnlib.remove_weight_norm(module, {name!r}) first"
             )
         super().__setattr__(name, value)
 
+    def _save_to_state_dict(self, destination: dict[str, Any], prefix: str, keep_vars: bool) -> None:
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        local = getattr(destination, "_metadata", {}).get(prefix[:-1])
+        if local is not None:  # Module.state_dict made it just before calling us
+            local[_DIM_METADATA] = {n: s.dim for n, s in self.__dict__.get("_weight_norm", {}).items()}
+
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        saved_dims = (args[0] or {}).get(_DIM_METADATA, {}) if args else {}
         for name, spec in self.__dict__.get("_weight_norm", {}).items():
+            _check_saved_dim(self, state_dict, prefix, name, spec, saved_dims)
             _translate_state(self, state_dict, prefix, name, spec)
         super()._load_from_state_dict(state_dict, prefix, *args)
+
+    def __prepare_scriptable__(self) -> nn.Module:
+        """Called by ``torch.jit.script``: refuse with the alternatives (TorchScript cannot compile the
+        Python property and spec that weight norm here is made of)."""
+        raise RuntimeError(
+            f"torch.jit.script does not support wnlib's weight-normalized {type(self).__name__}. "
+            "Use torch.compile(model) or torch.export.export(model, args) instead, or fold weight norm "
+            "away and script the plain model: torch.jit.script(wnlib.fold_for_inference(model.eval()))"
+        )
 
     def extra_repr(self) -> str:
         base = super().extra_repr()
@@ -115,7 +245,24 @@ def _generated_class(plain: type[nn.Module], names: tuple[str, ...]) -> type[nn.
     """``WeightNorm<Plain>``: ``plain`` with a weight property for each name (cached, so one per pair)."""
     attrs: dict[str, Any] = {n: weight_property(n) for n in names}
     attrs.update(_wn_plain=plain, __module__=__name__, __doc__=plain.__doc__)
+    attrs["forward"] = _forward_with_plain_weights(plain.forward)
     return type(f"WeightNorm{plain.__name__}", (WeightNormMixin, plain), attrs)
+
+
+def _forward_with_plain_weights(forward: Callable[..., Any]) -> Callable[..., Any]:
+    """``forward`` reading its weight properties as plain tensors (no :class:`EffectiveWeight` cost)."""
+
+    @functools.wraps(forward)
+    def wrapper(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        if torch.compiler.is_compiling():
+            return forward(self, *args, **kwargs)
+        token = _IN_FORWARD.set(True)
+        try:
+            return forward(self, *args, **kwargs)
+        finally:
+            _IN_FORWARD.reset(token)
+
+    return wrapper
 
 
 def _new_instance(plain: type[nn.Module], names: tuple[str, ...]) -> nn.Module:
@@ -156,6 +303,7 @@ def _set_class(module: nn.Module) -> None:
 
 def apply_weight_norm(module: nn.Module, name: str, dim: int | None, eps: float) -> None:
     """Replace parameter ``name`` by ``name_v`` = w and ``name_g`` = ‖w‖, so w is unchanged."""
+    eps = check_eps(eps)
     params = module.__dict__["_parameters"]
     kind = type(module).__name__
     if name in module.__dict__.get("_weight_norm", {}):
@@ -233,7 +381,7 @@ def remove_weight_norm(module: nn.Module, name: str = "weight") -> nn.Module:
         has = f"; it has weight norm on {sorted(specs)}" if specs else ""
         raise ValueError(f"{type(module).__name__} has no weight norm on {name!r} to remove{has}")
     with torch.no_grad():
-        w = getattr(module, name).detach().clone()
+        w = compute_weight(module, name).detach().clone()
     requires_grad = module._parameters[f"{name}_v"].requires_grad
     del specs[name]
     module.__dict__["_weight_norm"] = specs
@@ -241,6 +389,51 @@ def remove_weight_norm(module: nn.Module, name: str = "weight") -> nn.Module:
     _set_class(module)
     module.register_parameter(name, nn.Parameter(w, requires_grad))
     return module
+
+
+def reinit(module: nn.Module, init_fn: Callable[[Tensor], Any], name: str = "weight") -> nn.Module:
+    """Apply ``init_fn`` (e.g. ``torch.nn.init.xavier_uniform_``) to the effective ``module.<name>``.
+
+    For a weight-normalized parameter, ``init_fn`` runs (without grad) on a copy of w, and then
+    v = w and g = ‖w‖ per slice, so that w = g·v/‖v‖ (eq. 2) is exactly what ``init_fn`` gave; v and g
+    are written in place (optimizers holding them stay valid). A plain parameter ``name`` is passed to
+    ``init_fn`` directly; a module with neither is left alone, so the call fits ``model.apply``.
+    ``init_fn`` may change its argument in place (as ``torch.nn.init`` does) or return the new w.
+
+    Example:
+        >>> model = nn.Sequential(weight_norm(nn.Conv1d(2, 4, 3)), nn.ReLU(), nn.Conv1d(4, 1, 1))
+        >>> _ = model.apply(lambda m: reinit(m, lambda w: nn.init.normal_(w, 0.0, 0.01)))
+        >>> bool(model[0].weight.std() < 0.02)
+        True
+    """
+    spec = module.__dict__.get("_weight_norm", {}).get(name)
+    params, where = module.__dict__["_parameters"], f"{name!r} of this {type(module).__name__}"
+    if spec is None:
+        if isinstance(params.get(name), Tensor):
+            with torch.no_grad():
+                _apply_init(init_fn, params[name], where)
+        return module
+    v, g = params[f"{name}_v"], params[f"{name}_g"]
+    with torch.no_grad():
+        w = _apply_init(init_fn, compute_weight(module, name).clone(), where)
+        v.copy_(w)
+        g.copy_(slice_norm(w, spec.dim, spec.eps).reshape(g.shape))
+    return module
+
+
+def _apply_init(init_fn: Callable[[Tensor], Any], w: Tensor, where: str) -> Tensor:
+    """``init_fn(w)``: w itself after an in-place init, or the tensor it returned (same shape)."""
+    out = init_fn(w)
+    if out is None or out is w:
+        return w
+    if not isinstance(out, Tensor) or out.shape != w.shape:
+        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(
+            f"init_fn for {where} must change its argument in place or return a tensor of shape "
+            f"{tuple(w.shape)}, but returned {got}"
+        )
+    w.copy_(out)
+    return w
 
 
 # --------------------------------------------------------------------------------------------------
@@ -257,6 +450,27 @@ def _saved_dim(g: Tensor) -> int | None:
     """The kept axis a keep-dim g was saved with, when its shape says so unambiguously."""
     big = [d for d, n in enumerate(g.shape) if n != 1]
     return big[0] if len(big) == 1 else None
+
+
+def _check_saved_dim(
+    module: nn.Module,
+    state: dict[str, Any],
+    prefix: str,
+    name: str,
+    spec: WeightNormSpec,
+    saved_dims: dict[str, int | None],
+) -> None:
+    """Refuse a wnlib state whose recorded kept axis for ``name`` is not this module's."""
+    if name not in saved_dims or saved_dims[name] == spec.dim:
+        return
+    if f"{prefix}{name}_v" not in state and f"{prefix}{name}_g" not in state:
+        return  # the entry does not describe these keys (they are in another format or absent)
+    saved = saved_dims[name]
+    raise ValueError(
+        f"{prefix}{name}_v/{name}_g were saved with weight norm over dim={saved}, but this "
+        f"{type(module).__name__} normalizes {name!r} over dim={spec.dim}: build this layer with "
+        f"dim={saved}"
+    )
 
 
 def _translate_state(
@@ -301,12 +515,15 @@ def to_torch_state_dict(
     ``.original1`` (v), as ``torch.nn.utils.parametrizations.weight_norm`` expects;
     ``format="legacy"`` gives ``weight_g``/``weight_v`` for ``torch.nn.utils.weight_norm``. g is
     written in torch's keep-dim shape. The torch module must be built with the same ``dim`` (for
-    ConvTranspose that means ``dim=1``; torch's default there is 0).
+    ConvTranspose that means ``dim=1``; torch's default there is 0). A module used at several places
+    of the model is written under each of its names, as ``state_dict()`` does.
     """
     if format not in ("parametrizations", "legacy"):
         raise ValueError(f"format must be 'parametrizations' or 'legacy', got {format!r}")
     state = module.state_dict()
-    for prefix, sub in module.named_modules():
+    for local in getattr(state, "_metadata", {}).values():
+        local.pop(_DIM_METADATA, None)  # wnlib's own entry; torch's modules have no use for it
+    for prefix, sub in module.named_modules(remove_duplicate=False):  # a shared module: every prefix
         prefix = f"{prefix}." if prefix else ""
         for name, spec in sub.__dict__.get("_weight_norm", {}).items():
             v = state.pop(f"{prefix}{name}_v")
