@@ -206,7 +206,8 @@ def test_bad_input_errors():
         ValueError, match=r"x has shape \(2, 5\) but q has shape \(3, 4\): expected \(\.\.\., 4\)"
     ):
         a2q.accumulate(torch.ones(3, 4), torch.ones(2, 5), 8)
-    with pytest.raises(ValueError, match=r"acc_bits must be <= 62 \(the register is simulated in int64\), got 64"):
+    too_wide = r"acc_bits must be <= 62 \(the register is simulated in int64\), got 64"
+    with pytest.raises(ValueError, match=too_wide):
         a2q.accumulate(torch.ones(3, 4), torch.ones(2, 4), 64)
     with pytest.raises(ValueError, match=r"per_channel inputs must have shape \(3, k, 4\)"):
         a2q.accumulate(torch.ones(3, 4), torch.ones(2, 4), 8, per_channel=True)

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from wnlib import functional
-from wnlib.functional import DEFAULT_EPS, check_eps, slice_norm
+from wnlib.functional import DEFAULT_EPS, check_eps, identity_gain
 from wnlib.mean_only_bn import MeanOnlyBatchNorm
 from wnlib.parametrize import (
     _DEFAULT_DIM,
@@ -84,7 +84,7 @@ class WeightNormLayer(WeightNormMixin):
             del params["weight"]
             specs["weight"] = spec
         with torch.no_grad():
-            g = slice_norm(params["weight_v"], spec.dim, spec.eps)
+            g = identity_gain(params["weight_v"], spec.dim, spec.eps)
             params["weight_g"].copy_(g.reshape(params["weight_g"].shape))
 
 

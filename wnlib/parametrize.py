@@ -35,7 +35,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from wnlib.functional import DEFAULT_EPS, canonical_dim, check_eps, slice_norm, slice_shape
+from wnlib.functional import DEFAULT_EPS, canonical_dim, check_eps, identity_gain, slice_shape
 from wnlib.functional import weight_norm as wn
 
 _DEFAULT_DIM = "default"
@@ -323,9 +323,7 @@ def apply_weight_norm(module: nn.Module, name: str, dim: int | None, eps: float)
     dim = canonical_dim(w, dim)
     if not w.is_floating_point():
         raise TypeError(f"weight norm needs a floating-point parameter, but {name!r} is {w.dtype}")
-    with torch.no_grad():
-        g = slice_norm(w, dim, eps).to(w.dtype)
-        g = g.reshape(()) if dim is None else g
+    g = identity_gain(w.detach(), dim, eps)  # exactly the g for which the op gives back w
     del params[name]
     specs = dict(module.__dict__.get("_weight_norm", {}))
     specs[name] = WeightNormSpec(dim, eps)
@@ -417,7 +415,7 @@ def reinit(module: nn.Module, init_fn: Callable[[Tensor], Any], name: str = "wei
     with torch.no_grad():
         w = _apply_init(init_fn, compute_weight(module, name).clone(), where)
         v.copy_(w)
-        g.copy_(slice_norm(w, spec.dim, spec.eps).reshape(g.shape))
+        g.copy_(identity_gain(w, spec.dim, spec.eps).reshape(g.shape))
     return module
 
 
@@ -486,8 +484,7 @@ def _translate_state(
     elif prefix + name in state and v_key not in state and g_key not in state:
         w = state.pop(prefix + name)
         state[v_key] = w
-        g = slice_norm(w, spec.dim, spec.eps).to(w.dtype)
-        state[g_key] = g.reshape(()) if spec.dim is None else g
+        state[g_key] = identity_gain(w, spec.dim, spec.eps)
     if g_key not in state:
         return
     g, expected = state[g_key], module._parameters[f"{name}_g"].shape
