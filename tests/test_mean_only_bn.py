@@ -121,3 +121,17 @@ def test_fold_for_inference_validates_every_pair_before_folding_any():
     with pytest.raises(ValueError, match=r"Linear \(2\.0\) has 2 outputs but the batch norm has 3"):
         wnlib.fold_for_inference(model)
     assert type(model[0]) is wnn.Linear and type(model[1]) is wnn.MeanOnlyBatchNorm
+
+
+@pytest.mark.parametrize("middle", [nn.PReLU, lambda: nn.LayerNorm(4), lambda: nn.BatchNorm1d(4)])
+def test_fold_for_inference_leaves_a_batch_norm_after_a_non_affine_module(middle):
+    torch.manual_seed(0)
+    model = nn.Sequential(wnlib.nn.Linear(3, 4), middle(), wnn.MeanOnlyBatchNorm(4))
+    model(torch.randn(16, 3))  # running statistics
+    model.eval()
+    x = torch.randn(5, 3)
+    y = model(x)
+    folded = wnlib.fold_for_inference(model)
+    assert isinstance(folded[2], wnn.MeanOnlyBatchNorm)  # not folded into the PReLU/LayerNorm/BatchNorm
+    assert not wnlib.is_weight_normed(folded[0])
+    torch.testing.assert_close(folded(x), y)

@@ -147,7 +147,8 @@ def fold_for_inference(model: nn.Module) -> nn.Module:
     Inside every ``nn.Sequential``, a layer directly followed by :class:`MeanOnlyBatchNorm` is folded with
     it (:func:`fold_mean_only_bn`) and the batch norm replaced by ``nn.Identity``; every other
     weight-normalized parameter is folded by :func:`wnlib.remove_weight_norm`. Mean-only batch norms
-    anywhere else are left in place (fold those pairs yourself).
+    anywhere else (after an activation, a LayerNorm, a BatchNorm, or outside a Sequential) are left in
+    place; in eval mode they subtract a constant.
 
     The folded model computes what ``model`` computes in eval mode, so every module must be in eval mode
     first (``fold_for_inference(model.eval())``); a module in training mode raises, as does a pair
@@ -180,4 +181,7 @@ def fold_for_inference(model: nn.Module) -> nn.Module:
 
 
 def _has_weight(module: nn.Module) -> bool:
-    return is_weight_normed(module, "weight") or "weight" in module._parameters
+    """Whether ``module`` is a layer whose output is affine in its input with a per-output-channel bias
+    (Linear, Conv, ConvTranspose), so that a following mean-only batch norm folds into its bias. A
+    PReLU, LayerNorm or BatchNorm also has a ``weight``, but not that form: the batch norm after it stays."""
+    return isinstance(module, (nn.Linear, nn.modules.conv._ConvNd))
