@@ -15,7 +15,7 @@ The reparameterization w = g · v / ‖v‖ (eq. 2) as
 
 from wnlib import functional, nn, reference
 from wnlib.functional import use_backend
-from wnlib.init import InitReport, LayerInit, data_dependent_init
+from wnlib.init import InitError, InitReport, LayerInit, data_dependent_init
 from wnlib.mean_only_bn import fold_for_inference, fold_mean_only_bn
 from wnlib.parametrize import (
     is_weight_normed,
@@ -29,6 +29,7 @@ from wnlib.parametrize import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "InitError",
     "InitReport",
     "LayerInit",
     "data_dependent_init",
