@@ -48,7 +48,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from wnlib.mean_only_bn import MeanOnlyBatchNorm
-from wnlib.parametrize import is_weight_normed, weight_norm_specs
+from wnlib.parametrize import gain, is_weight_normed, set_gain, weight_norm_specs
 
 CONSTANT_ULPS = 1000
 """A feature is constant when σ[t] ≤ CONSTANT_ULPS · eps(dtype) · rms(t) (capped at 1e-2 · rms(t))."""
@@ -333,8 +333,9 @@ class _Initializer:
         if module in self.old:
             return
         bias = module.bias.detach().clone() if module.bias is not None else None
-        self.old[module] = (module.weight_g.detach().clone(), bias)
-        module.weight_g.fill_(1.0)
+        g = gain(module)
+        self.old[module] = (g.detach().clone(), bias)
+        set_gain(module, torch.ones_like(g))
         if module.bias is not None:
             module.bias.zero_()
 
@@ -370,7 +371,7 @@ class _Initializer:
         old_g, old_b = self.old[module]
         before = t * per_feature(old_g) + (per_feature(old_b) if old_b is not None else 0)
         scale = self.init_scale / sigma
-        module.weight_g.copy_(scale.reshape(module.weight_g.shape))
+        set_gain(module, scale)
         y = t * per_feature(scale)
         if module.bias is not None:
             module.bias.copy_(-mu * scale)
@@ -483,7 +484,7 @@ def data_dependent_init(
     """
     init_scale = _check_init_scale(init_scale)
     layers = _weight_normed_layers(model)
-    sync = _Sync(process_group, layers[0][1].weight_g.device)
+    sync = _Sync(process_group, layers[0][1].weight_v.device)
     sync.agree(_input_error(x))
     init = _Initializer(model, init_scale, sync)
     snapshot = _Snapshot(model)

@@ -1,8 +1,9 @@
 """Weight-normalized layers: ``torch.nn`` layers whose weight is w = g · v / ‖v‖ (eq. 2).
 
-Each layer takes exactly its ``torch.nn`` counterpart's constructor arguments, plus two keyword-only
-ones: ``dim`` (the kept axis; default: the output axis, 0, or 1 for ConvTranspose) and ``eps``. It has
-parameters ``weight_v`` and ``weight_g`` instead of ``weight``; ``layer.weight`` is the effective weight.
+Each layer takes exactly its ``torch.nn`` counterpart's constructor arguments, plus three keyword-only
+ones: ``dim`` (the kept axis; default: the output axis, 0, or 1 for ConvTranspose), ``eps`` and
+``log_gain`` (store s with g = eˢ, the paper's log-scale variant). It has parameters ``weight_v`` and
+``weight_g`` (or ``weight_s``) instead of ``weight``; ``layer.weight`` is the effective weight.
 At construction v is the torch layer's usual initial weight and g = ‖v‖, so the layer starts out
 computing what the plain layer would (the paper's data-dependent init is :func:`wnlib.data_dependent_init`).
 
@@ -27,7 +28,9 @@ from wnlib.parametrize import (
     apply_weight_norm,
     compute_weight,
     default_dim,
+    gain,
     register_layer,
+    set_gain,
     weight_property,
 )
 
@@ -62,11 +65,15 @@ class WeightNormLayer(WeightNormMixin):
         *args: Any,
         dim: int | Literal["default"] | None = _DEFAULT_DIM,
         eps: float = DEFAULT_EPS,
+        log_gain: bool = False,
         **kwargs: Any,
     ) -> None:
         eps = check_eps(eps)  # before building the torch layer
+        if not isinstance(log_gain, bool):
+            raise TypeError(f"log_gain must be True or False, got {type(log_gain).__name__}")
         super().__init__(*args, **kwargs)
-        apply_weight_norm(self, "weight", default_dim(self) if dim == _DEFAULT_DIM else dim, eps)
+        dim = default_dim(self) if dim == _DEFAULT_DIM else dim
+        apply_weight_norm(self, "weight", dim, eps, log_gain)
 
     def reset_parameters(self) -> None:
         """The torch layer's own initialization applied to v, then g = ‖v‖ (so w = v initially)."""
@@ -84,8 +91,7 @@ class WeightNormLayer(WeightNormMixin):
             del params["weight"]
             specs["weight"] = spec
         with torch.no_grad():
-            g = identity_gain(params["weight_v"], spec.dim, spec.eps)
-            params["weight_g"].copy_(g.reshape(params["weight_g"].shape))
+            set_gain(self, identity_gain(params["weight_v"], spec.dim, spec.eps))
 
 
 class Linear(WeightNormLayer, nn.Linear):
@@ -99,8 +105,7 @@ class Linear(WeightNormLayer, nn.Linear):
         spec = self._weight_norm["weight"]
         if spec.dim != 0:
             return nn.functional.linear(input, compute_weight(self), self.bias)
-        params = self._parameters
-        return functional.linear(input, params["weight_v"], params["weight_g"], self.bias, spec.eps)
+        return functional.linear(input, self._parameters["weight_v"], gain(self), self.bias, spec.eps)
 
 
 class _Conv(WeightNormLayer):

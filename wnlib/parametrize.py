@@ -46,10 +46,41 @@ _IN_FORWARD = contextvars.ContextVar("wnlib_in_forward", default=False)  # insid
 
 @dataclass(frozen=True)
 class WeightNormSpec:
-    """How one parameter is normalized: the kept axis (None: whole tensor) and the eps of the norm."""
+    """How one parameter is normalized: the kept axis (None: whole tensor), the eps of the norm, and
+    whether the gain is stored as its logarithm (``log_gain``: parameter ``<name>_s`` with g = eˢ, the
+    variant the paper tried in §2, instead of ``<name>_g``)."""
 
     dim: int | None
     eps: float
+    log_gain: bool = False
+
+
+def gain_name(name: str, spec: WeightNormSpec) -> str:
+    """The parameter holding ``name``'s gain: ``<name>_s`` (log-scale) or ``<name>_g``."""
+    return f"{name}_s" if spec.log_gain else f"{name}_g"
+
+
+def gain(module: nn.Module, name: str = "weight") -> Tensor:
+    """The gain g of ``module.<name>``: ``<name>_g``, or e^``<name>_s`` for a log-scale gain
+    (differentiable; what the forward uses)."""
+    spec = module.__dict__["_weight_norm"][name]
+    p = module.__dict__["_parameters"][gain_name(name, spec)]
+    return torch.exp(p) if spec.log_gain else p
+
+
+def set_gain(module: nn.Module, g: Tensor, name: str = "weight") -> None:
+    """Write g (any shape with one value per slice) into ``<name>_g``, or log g into ``<name>_s``."""
+    spec = module.__dict__["_weight_norm"][name]
+    p = module.__dict__["_parameters"][gain_name(name, spec)]
+    g = g.detach().reshape(p.shape).to(p.dtype)
+    with torch.no_grad():
+        p.copy_(_log_of_gain(g, f"{name!r} of this {type(module).__name__}") if spec.log_gain else g)
+
+
+def _log_of_gain(g: Tensor, where: str) -> Tensor:
+    if not bool((g > 0).all()):
+        raise ValueError(f"{where} has a log-scale gain (g = eˢ), which cannot hold g ≤ 0; got min {g.min()}")
+    return torch.log(g)
 
 
 def default_dim(module: nn.Module) -> int:
@@ -76,8 +107,7 @@ def is_weight_normed(module: nn.Module, name: str | None = None) -> bool:
 def compute_weight(module: nn.Module, name: str = "weight") -> Tensor:
     """w = g·v/‖v‖ (eq. 2) from ``<name>_v`` and ``<name>_g``, as a plain tensor (what forwards use)."""
     spec = module.__dict__["_weight_norm"][name]
-    params = module.__dict__["_parameters"]
-    return wn(params[f"{name}_v"], params[f"{name}_g"], spec.dim, spec.eps)
+    return wn(module.__dict__["_parameters"][f"{name}_v"], gain(module, name), spec.dim, spec.eps)
 
 
 def weight_property(name: str) -> property:
@@ -229,7 +259,10 @@ class WeightNormMixin:
 
     def extra_repr(self) -> str:
         base = super().extra_repr()
-        norms = ", ".join(f"{n}: dim={s.dim}" for n, s in self.__dict__.get("_weight_norm", {}).items())
+        norms = ", ".join(
+            f"{n}: dim={s.dim}{', log_gain' if s.log_gain else ''}"
+            for n, s in self.__dict__.get("_weight_norm", {}).items()
+        )
         return f"{base}, weight_norm=({norms})" if base else f"weight_norm=({norms})"
 
     def __reduce_ex__(self, protocol: Any) -> Any:
@@ -301,14 +334,19 @@ def _set_class(module: nn.Module) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def apply_weight_norm(module: nn.Module, name: str, dim: int | None, eps: float) -> None:
-    """Replace parameter ``name`` by ``name_v`` = w and ``name_g`` = ‖w‖, so w is unchanged."""
+def apply_weight_norm(
+    module: nn.Module, name: str, dim: int | None, eps: float, log_gain: bool = False
+) -> None:
+    """Replace parameter ``name`` by ``name_v`` = w and ``name_g`` = ‖w‖ (or ``name_s`` = log ‖w‖),
+    so w is unchanged."""
     eps = check_eps(eps)
+    if not isinstance(log_gain, bool):
+        raise TypeError(f"log_gain must be True or False, got {type(log_gain).__name__}")
     params = module.__dict__["_parameters"]
     kind = type(module).__name__
     if name in module.__dict__.get("_weight_norm", {}):
         raise ValueError(f"weight norm is already applied to {name!r} of this {kind}")
-    if f"{name}_v" in params or f"{name}_g" in params:
+    if f"{name}_v" in params or f"{name}_g" in params or f"{name}_s" in params:
         raise ValueError(
             f"{kind} already has {name}_v/{name}_g (torch.nn.utils.weight_norm?); remove that first"
         )
@@ -324,11 +362,14 @@ def apply_weight_norm(module: nn.Module, name: str, dim: int | None, eps: float)
     if not w.is_floating_point():
         raise TypeError(f"weight norm needs a floating-point parameter, but {name!r} is {w.dtype}")
     g = identity_gain(w.detach(), dim, eps)  # exactly the g for which the op gives back w
+    spec = WeightNormSpec(dim, eps, log_gain)
+    if log_gain:
+        g = _log_of_gain(g, f"{name!r} of this {kind} (a zero slice)")
     del params[name]
     specs = dict(module.__dict__.get("_weight_norm", {}))
-    specs[name] = WeightNormSpec(dim, eps)
+    specs[name] = spec
     module.register_parameter(f"{name}_v", nn.Parameter(w.detach(), w.requires_grad))
-    module.register_parameter(f"{name}_g", nn.Parameter(g, w.requires_grad))
+    module.register_parameter(gain_name(name, spec), nn.Parameter(g, w.requires_grad))
     module.__dict__["_weight_norm"] = specs
     _set_class(module)
 
@@ -338,6 +379,7 @@ def weight_norm(
     name: str = "weight",
     dim: int | Literal["default"] | None = _DEFAULT_DIM,
     eps: float = DEFAULT_EPS,
+    log_gain: bool = False,
 ) -> nn.Module:
     """Apply weight norm, w = g · v / ‖v‖ (eq. 2), to parameter ``name`` of ``module``, in place.
 
@@ -353,6 +395,9 @@ def weight_norm(
             weight_norm uses 0 there, which normalizes per *input* channel). ``None``: one g for the
             whole tensor.
         eps: lower bound on ‖v‖ (see :func:`wnlib.functional.weight_norm`).
+        log_gain: store the gain as s with g = eˢ (parameter ``<name>_s`` instead of ``<name>_g``), the
+            log-scale parameterization the paper tried (§2: no gain, slightly slower optimization). The
+            gradients are the chain rule through exp, so every mode of the op applies.
 
     Returns:
         The same module (its class swapped for a weight-normalized subclass).
@@ -364,7 +409,7 @@ def weight_norm(
     """
     if not isinstance(module, nn.Module):
         raise TypeError(f"weight_norm takes an nn.Module, got {type(module).__name__}")
-    apply_weight_norm(module, name, default_dim(module) if dim == _DEFAULT_DIM else dim, eps)
+    apply_weight_norm(module, name, default_dim(module) if dim == _DEFAULT_DIM else dim, eps, log_gain)
     return module
 
 
@@ -381,9 +426,9 @@ def remove_weight_norm(module: nn.Module, name: str = "weight") -> nn.Module:
     with torch.no_grad():
         w = compute_weight(module, name).detach().clone()
     requires_grad = module._parameters[f"{name}_v"].requires_grad
-    del specs[name]
+    spec = specs.pop(name)
     module.__dict__["_weight_norm"] = specs
-    del module._parameters[f"{name}_v"], module._parameters[f"{name}_g"]
+    del module._parameters[f"{name}_v"], module._parameters[gain_name(name, spec)]
     _set_class(module)
     module.register_parameter(name, nn.Parameter(w, requires_grad))
     return module
@@ -411,11 +456,14 @@ def reinit(module: nn.Module, init_fn: Callable[[Tensor], Any], name: str = "wei
             with torch.no_grad():
                 _apply_init(init_fn, params[name], where)
         return module
-    v, g = params[f"{name}_v"], params[f"{name}_g"]
+    v = params[f"{name}_v"]
     with torch.no_grad():
         w = _apply_init(init_fn, compute_weight(module, name).clone(), where)
+        g = identity_gain(w, spec.dim, spec.eps)  # checked for log-scale gains before v changes
+        if spec.log_gain:
+            _log_of_gain(g, where)
         v.copy_(w)
-        g.copy_(identity_gain(w, spec.dim, spec.eps).reshape(g.shape))
+        set_gain(module, g, name)
     return module
 
 
@@ -461,7 +509,7 @@ def _check_saved_dim(
     """Refuse a wnlib state whose recorded kept axis for ``name`` is not this module's."""
     if name not in saved_dims or saved_dims[name] == spec.dim:
         return
-    if f"{prefix}{name}_v" not in state and f"{prefix}{name}_g" not in state:
+    if not any(f"{prefix}{name}_{k}" in state for k in ("v", "g", "s")):
         return  # the entry does not describe these keys (they are in another format or absent)
     saved = saved_dims[name]
     raise ValueError(
@@ -474,8 +522,14 @@ def _check_saved_dim(
 def _translate_state(
     module: nn.Module, state: dict[str, Any], prefix: str, name: str, spec: WeightNormSpec
 ) -> None:
-    """Rewrite ``state`` in place so that ``<name>_v``/``<name>_g`` appear in wnlib's format."""
-    v_key, g_key = f"{prefix}{name}_v", f"{prefix}{name}_g"
+    """Rewrite ``state`` in place so that ``<name>_v``/``<name>_g`` (or ``_s``) appear in wnlib's format.
+
+    A log-scale gain ``<name>_s`` and a plain one ``<name>_g`` convert into each other (g = eˢ)."""
+    v_key, g_key, s_key = f"{prefix}{name}_v", f"{prefix}{name}_g", f"{prefix}{name}_s"
+    if spec.log_gain and s_key in state:
+        return
+    if not spec.log_gain and s_key in state and g_key not in state:
+        state[g_key] = torch.exp(state.pop(s_key))
     g0, v1 = f"{prefix}parametrizations.{name}.original0", f"{prefix}parametrizations.{name}.original1"
     if g0 in state or v1 in state:
         for old, new in ((g0, g_key), (v1, v_key)):
@@ -487,7 +541,16 @@ def _translate_state(
         state[g_key] = identity_gain(w, spec.dim, spec.eps)
     if g_key not in state:
         return
-    g, expected = state[g_key], module._parameters[f"{name}_g"].shape
+    _fit_gain_shape(module, state, g_key, name, spec)
+    if spec.log_gain:
+        state[s_key] = _log_of_gain(state.pop(g_key), f"{name!r} of this {type(module).__name__}")
+
+
+def _fit_gain_shape(
+    module: nn.Module, state: dict[str, Any], g_key: str, name: str, spec: WeightNormSpec
+) -> None:
+    """Reshape a saved g to this module's gain shape (torch's keep-dim shape is accepted), or raise."""
+    g, expected = state[g_key], module._parameters[gain_name(name, spec)].shape
     if g.shape == expected:
         return
     v = module._parameters[f"{name}_v"]
@@ -524,7 +587,8 @@ def to_torch_state_dict(
         prefix = f"{prefix}." if prefix else ""
         for name, spec in sub.__dict__.get("_weight_norm", {}).items():
             v = state.pop(f"{prefix}{name}_v")
-            g = state.pop(f"{prefix}{name}_g").reshape(_torch_g_shape(v, spec.dim))
+            g = state.pop(f"{prefix}{gain_name(name, spec)}")
+            g = (torch.exp(g) if spec.log_gain else g).reshape(_torch_g_shape(v, spec.dim))
             if format == "legacy":
                 state[f"{prefix}{name}_g"], state[f"{prefix}{name}_v"] = g, v
             else:
