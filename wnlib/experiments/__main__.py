@@ -22,6 +22,7 @@ Data-parallel on several processes (DDP: gloo on CPU, NCCL on GPU)::
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
 import os
 import sys
@@ -220,7 +221,25 @@ def report(args: argparse.Namespace, results: list) -> None:
         Path(args.json).expanduser().write_text(_cache.dumps([r.to_dict() for r in results]))
 
 
+# Presets of the paper's other experiments, each with a CLI of its own that this one hands over to.
+OTHER_TASKS = {"vae-": "wnlib.experiments.vae", "dqn-": "wnlib.experiments.dqn"}
+
+
+def _other_task(argv: Sequence[str]) -> str | None:
+    """The module whose CLI handles ``--preset`` in ``argv`` (e.g. ``vae-small``), or None."""
+    argv = list(argv)
+    for i, arg in enumerate(argv):
+        preset = argv[i + 1] if arg == "--preset" and i + 1 < len(argv) else arg.partition("=")[2]
+        if arg == "--preset" or arg.startswith("--preset="):
+            return next((m for p, m in OTHER_TASKS.items() if preset.startswith(p)), None)
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    module = _other_task(argv)
+    if module is not None:
+        return importlib.import_module(module).main(argv)
     try:
         args = parse_args(argv)
     except SystemExit as e:  # --help, or a bad argument (already reported in one line)
