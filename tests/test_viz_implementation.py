@@ -94,30 +94,33 @@ def test_saved_for_backward_counts_weight_sized_tensors():
     text, counts = vi.saved_table(cases, v.shape)
     assert [counts[k]["weight_sized"] for k in cases] == [2, 1, 0]
     assert "scaled" in text
-    # the op itself (wnlib's node over PyTorch's fused kernels here) saves v (the parameter), g and the
-    # norms, not w
+    # the op itself (PyTorch's fused node here, with wnlib's second-order hook) saves v (the parameter),
+    # g (a keep-dim view of it) and the norms, not w
     node, op_only = vi.autograd_node(lambda: wnlib.functional.weight_norm(v, g), [v, g])
-    assert node == "_EagerWeightNormBackward"
-    assert [s.shape for s in op_only] == [(512, 512), (512,), (512,)]
+    assert node == "WeightNormInterfaceBackward0"
+    assert [s.shape for s in op_only] == [(512, 512), (512, 1), (512, 1)]
     assert [s.is_input for s in op_only] == [True, True, False]
 
 
+FUSED, OURS = "WeightNormInterfaceBackward0", "_EagerWeightNormBackward"
+
+
 @pytest.mark.parametrize(
-    "v, dim, norm_dtype",
+    "v, dim, node, norm_dtype",
     [
-        (torch.ones(3, 4, dtype=torch.float64), 0, torch.float64),
-        (torch.ones(3, 4, dtype=torch.float32), -1, torch.float32),
-        (torch.tensor([[1.0, 0.0], [1e-13, 0.0]], dtype=torch.float64), 0, torch.float64),
-        (torch.zeros(3, 4, dtype=torch.float64), 0, torch.float64),
-        (torch.ones(3, 4, dtype=torch.bfloat16), 0, torch.float32),
-        (torch.ones(3, 4, 2, dtype=torch.float64), 1, torch.float64),
+        (torch.ones(3, 4, dtype=torch.float64), 0, FUSED, torch.float64),
+        (torch.ones(3, 4, dtype=torch.float32), -1, FUSED, torch.float32),
+        (torch.tensor([[1.0, 0.0], [1e-13, 0.0]], dtype=torch.float64), 0, OURS, torch.float64),
+        (torch.zeros(3, 4, dtype=torch.float64), 0, OURS, torch.float64),
+        (torch.ones(3, 4, dtype=torch.bfloat16), 0, OURS, torch.float32),
+        (torch.ones(3, 4, 2, dtype=torch.float64), 1, OURS, torch.float64),
     ],
 )
-def test_autograd_node_is_wnlib_s_and_holds_v_g_and_the_norms(v, dim, norm_dtype):
+def test_autograd_node_names_the_path_and_holds_v_g_and_the_norms(v, dim, node, norm_dtype):
     v = v.clone().requires_grad_()
     g = torch.ones(v.shape[dim], dtype=v.dtype, requires_grad=True)
     name, saved = vi.autograd_node(lambda: wnlib.functional.weight_norm(v, g, dim), [v, g])
-    assert name == "_EagerWeightNormBackward"  # every eager case: never torch's C++ node
+    assert name == node  # PyTorch's fused node (first or last axis, float32/64, every norm ≥ eps), or ours
     assert [s.is_input for s in saved] == [True, True, False]  # v, g, the norms; never w
     assert saved[0].shape == tuple(v.shape) and saved[2].dtype == norm_dtype
     assert "input" in vi.describe_saved(saved) and "new" in vi.describe_saved(saved)
@@ -138,7 +141,7 @@ def test_fused_kernels_dispatch_fewer_ops_and_agree_with_weight_norm_function():
     assert len(fused) < len(ours)
     for dtype, dim in ((torch.float64, 0), (torch.float64, -1), (torch.float32, 0), (torch.float32, -1)):
         res = vi.paths_agree(dim=dim, dtype=dtype)
-        assert res["path"] == "_EagerWeightNormBackward"
+        assert res["path"] == "WeightNormInterfaceBackward0"
         assert all(res[k] < 8 * torch.finfo(dtype).eps for k in ("w", "∇v", "∇g")), res
 
 

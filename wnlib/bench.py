@@ -72,7 +72,11 @@ def convpool_cnn_c() -> nn.Module:
     """The paper's ConvPool-CNN-C (§5.1) at 1/4 width, plain (wnlib.experiments.models.paper_cnn)."""
     from wnlib.experiments.models import paper_cnn
 
-    return paper_cnn((3, 32, 32), 10, "normal", width=0.25)
+    model = paper_cnn((3, 32, 32), 10, "normal", width=0.25)
+    for module in model.modules():  # the experiments build every parameterization from wnlib layers
+        for name in list(wnlib.weight_norm_specs(module)):
+            wnlib.remove_weight_norm(module, name)
+    return model
 
 
 class _ResBlock1d(nn.Module):

@@ -327,12 +327,6 @@ def _backward(
         return weight_norm_backward(grad_w, v, g, ctx.dim, ctx.eps)
     if ctx.use_kernels:
         return _kernels().weight_norm_backward(grad_w, v, g, n, ctx.dim, ctx.eps)
-    if getattr(ctx, "aten", False):
-        shape = slice_shape(v, ctx.dim)
-        grad_v, grad_g = torch.ops.aten._weight_norm_interface_backward(
-            grad_w.contiguous(), v, g.reshape(shape), n.reshape(shape), ctx.dim
-        )
-        return grad_v, grad_g.reshape(g.shape)
     grad_v, grad_g = _backward_fast(grad_w, v, g, n, ctx.dim, ctx.eps)
     return grad_v, grad_g.reshape(g.shape)
 
@@ -394,42 +388,65 @@ class WeightNormFunction(torch.autograd.Function):
 class _EagerWeightNorm(torch.autograd.Function):
     """:class:`WeightNormFunction` in the ``forward(ctx, ...)`` style, which the op calls in eager mode.
 
-    The same results, backward and jvp. Two things make it cheaper for small weights, where per-call
-    overhead is most of the cost:
-
-    - Functions with ``setup_context`` bind their arguments with ``inspect.signature`` on every call;
-      this style does not (the transforms that need ``setup_context`` take the composite formula);
-    - on CPU, for float32/float64 contiguous weights normalized along the first or last axis, the
-      forward and the plain backward run PyTorch's fused kernels (``_weight_norm_interface`` and its
-      backward: one pass each) when no norm is below eps. Only the kernels: the autograd node is this
-      one, so ``create_graph`` still gets the exact differentiable backward.
+    The same results, backward and jvp, without the per-call cost of ``setup_context``-style Functions,
+    which bind their arguments with ``inspect.signature`` on every call (the transforms that need
+    ``setup_context`` take the composite formula). Used for every eager case that PyTorch's fused CPU
+    kernel (:func:`_fused`) does not cover: CUDA without Triton, float16/bfloat16, a middle axis,
+    ``dim=None``, non-contiguous v, a norm below eps, forward-mode AD.
     """
 
     @staticmethod
     def forward(ctx: Any, v: Tensor, g: Tensor, dim: int | None, eps: float) -> Tensor:
         ctx.dim, ctx.eps, ctx.use_kernels = dim, eps, False
-        if _aten_applies(v, dim):
-            w, n = torch._weight_norm_interface(v, g.reshape(slice_shape(v, dim)), dim)
-            n = n.reshape(-1)
-            ctx.aten = bool((n >= eps).all())  # CPU: reading one bool costs no device sync
-            if ctx.aten:
-                ctx.save_for_backward(v, g, n)
-                ctx.save_for_forward(v, g, n)
-                return w
-        ctx.aten = False
         n = slice_norm(v, dim, eps)
         ctx.save_for_backward(v, g, n)
         ctx.save_for_forward(v, g, n)
         return _scaled(v, g, n, dim)
 
     @staticmethod
-    def backward(ctx: Any, grad_w: Tensor) -> tuple[Tensor, Tensor, None, None]:
+    def backward(ctx: Any, grad_w: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
         return (*_backward(ctx, grad_w, *ctx.saved_tensors), None, None)
 
     @staticmethod
     def jvp(ctx: Any, dv: Tensor | None, dg: Tensor | None, _dim: Any, _eps: Any) -> Tensor:
         v, g, n = ctx.saved_tensors
         return _jvp(v, g, n, ctx.dim, ctx.eps, dv, dg)
+
+
+class _ExactSecondOrder:
+    """A hook on PyTorch's own autograd node of ``_weight_norm_interface`` that makes it exact to any
+    order: under ``create_graph=True`` it replaces the node's gradients (right in value, but whose own
+    derivative ignores that the norms depend on v) by :func:`weight_norm_backward`'s, which are
+    differentiable in v, g and ∇w. In a plain backward it returns None and costs one Python call."""
+
+    __slots__ = ("dim", "eps", "g", "v")
+
+    def __init__(self, v: Tensor, g: Tensor, dim: int, eps: float) -> None:
+        self.v, self.g, self.dim, self.eps = v, g, dim, eps
+
+    def __call__(self, grad_inputs: tuple, grad_outputs: tuple) -> tuple | None:
+        if not torch.is_grad_enabled() or grad_outputs[0] is None:
+            return None
+        grad_v, grad_g = weight_norm_backward(grad_outputs[0], self.v, self.g, self.dim, self.eps)
+        return (
+            grad_v if grad_inputs[0] is not None else None,
+            grad_g if grad_inputs[1] is not None else None,
+        )
+
+
+def _fused(v: Tensor, g: Tensor, dim: int, eps: float) -> Tensor | None:
+    """w from PyTorch's fused CPU kernel and autograd node (C++: one pass forward, one backward), made
+    exact in second order by :class:`_ExactSecondOrder`; None if a norm is below eps (the kernel has no
+    clamp: the caller then computes w another way). On CPU, reading that one number costs no sync."""
+    shape = [1] * v.ndim
+    shape[dim] = v.shape[dim]
+    g = g.view(shape) if g.ndim != v.ndim else g
+    w, n = torch._weight_norm_interface(v, g, dim)
+    if n.amin().item() < eps:
+        return None
+    if w.grad_fn is not None:
+        w.grad_fn.register_hook(_ExactSecondOrder(v, g, dim, eps))
+    return w
 
 
 def identity_gain(v: Tensor, dim: int | None, eps: float = DEFAULT_EPS) -> Tensor:
@@ -448,9 +465,8 @@ def identity_gain(v: Tensor, dim: int | None, eps: float = DEFAULT_EPS) -> Tenso
     with torch.no_grad():
         if _aten_applies(v, dim):
             n = torch._weight_norm_interface(v, torch.ones(slice_shape(v, dim), dtype=v.dtype), dim)[1]
-            n = n.reshape(-1)
-            if bool((n >= eps).all()):
-                return n
+            if n.amin().item() >= eps:
+                return n.reshape(-1)
         g = slice_norm(v, dim, eps).to(v.dtype)
     return g.reshape(()) if dim is None else g
 
@@ -528,6 +544,10 @@ def _weight_norm(v: Tensor, g: Tensor, dim: int | None, eps: float) -> Tensor:
         return _scaled(v, g, slice_norm(v, dim, eps), dim)
     if _use_kernels(v):
         return TritonWeightNorm.apply(v, g, dim, eps)[0]
+    if _aten_applies(v, dim) and torch.autograd.forward_ad._current_level < 0:
+        w = _fused(v, g, dim, eps)
+        if w is not None:
+            return w
     return _EagerWeightNorm.apply(v, g, dim, eps)
 
 
@@ -539,45 +559,47 @@ def _weight_norm(v: Tensor, g: Tensor, dim: int | None, eps: float) -> Tensor:
 class ScaledLinearFunction(torch.autograd.Function):
     """y = (g/‖v‖) ⊙ (x vᵀ) + b: a weight-normalized dense layer that never materializes w.
 
-    ``ScaledLinearFunction.apply(x, v, g, bias, eps) -> (y, z)`` with z = x vᵀ (not differentiable).
+    ``ScaledLinearFunction.apply(x, v, g, bias, eps) -> (y, z, n)`` with z = x vᵀ and the norms n (not
+    differentiable).
     Forward reads v once more than a plain layer (for the norms); backward adds one weight-sized
     correction, −(c g/‖v‖³)·v with c = Σ_batch ∂L/∂y ⊙ z, which is eq. 4's projection. Under
     ``create_graph=True`` the backward is the materialized layer's, in differentiable ops.
     """
 
     @staticmethod
-    def forward(x: Tensor, v: Tensor, g: Tensor, bias: Tensor | None, eps: float) -> tuple[Tensor, Tensor]:
+    def forward(
+        x: Tensor, v: Tensor, g: Tensor, bias: Tensor | None, eps: float
+    ) -> tuple[Tensor, Tensor, Tensor]:
         n = slice_norm(v, 0, eps)
         z = F.linear(x, v)
         s = (g.reshape(-1).to(n.dtype) / n).to(z.dtype)
-        return (torch.addcmul(bias, z, s) if bias is not None else z * s), z
+        return (torch.addcmul(bias, z, s) if bias is not None else z * s), z, n
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: tuple[Tensor, Tensor]) -> None:
         x, v, g, bias, eps = inputs
-        ctx.mark_non_differentiable(output[1])
+        ctx.mark_non_differentiable(output[1], output[2])
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(x, v, g, bias, output[1])
+        ctx.save_for_backward(x, v, g, bias, output[1], output[2])
         ctx.eps = eps
 
     @staticmethod
-    def backward(ctx: Any, grad_y: Tensor, _grad_z: Tensor | None):
-        x, v, g, bias, z = ctx.saved_tensors
+    def backward(ctx: Any, grad_y: Tensor, _grad_z: Tensor | None, _grad_n: Tensor | None):
+        x, v, g, bias, z, n = ctx.saved_tensors
         if grad_y is None:
             return None, None, None, None, None
         if torch.is_grad_enabled():
             grads = _scaled_linear_backward_differentiable(grad_y, x, v, g, bias, ctx.eps)
         else:
-            grads = _scaled_linear_backward_fast(ctx, grad_y, x, v, g, z, bias is not None)
+            grads = _scaled_linear_backward_fast(ctx, grad_y, x, v, g, z, n, bias is not None)
         return (*grads, None)
 
 
 def _scaled_linear_backward_fast(
-    ctx: Any, grad_y: Tensor, x: Tensor, v: Tensor, g: Tensor, z: Tensor, has_bias: bool
+    ctx: Any, grad_y: Tensor, x: Tensor, v: Tensor, g: Tensor, z: Tensor, n: Tensor, has_bias: bool
 ) -> tuple[Tensor | None, ...]:
     """∇x = (grad_y ⊙ s) v, ∇v = (grad_y ⊙ s)ᵀ x − (c s/‖v‖²) v, ∇g = c/‖v‖, with s = g/‖v‖ and
     c = Σ_batch grad_y ⊙ z (eq. 3–4 with ∇w = grad_yᵀ x, never formed)."""
-    n = slice_norm(v, 0, ctx.eps)
     acc = n.dtype
     scale = g.reshape(-1).to(acc) / n
     x2 = x.reshape(-1, x.shape[-1])

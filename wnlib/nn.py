@@ -105,7 +105,9 @@ class Linear(WeightNormLayer, nn.Linear):
         spec = self._weight_norm["weight"]
         if spec.dim != 0:
             return nn.functional.linear(input, compute_weight(self), self.bias)
-        return functional.linear(input, self._parameters["weight_v"], gain(self), self.bias, spec.eps)
+        v = self._parameters["weight_v"]
+        functional._check_linear_input(input, v)  # v, g and eps were checked when the layer was built
+        return functional._linear(input, v, gain(self), self.bias, spec.eps)
 
 
 class _Conv(WeightNormLayer):

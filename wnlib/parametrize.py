@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from wnlib.functional import DEFAULT_EPS, canonical_dim, check_eps, identity_gain, slice_shape
-from wnlib.functional import weight_norm as wn
+from wnlib.functional import _weight_norm as _unchecked_weight_norm
 
 _DEFAULT_DIM = "default"
 _FAST_LAYERS: dict[type[nn.Module], type[nn.Module]] = {}  # torch class -> wnlib.nn class
@@ -107,7 +107,8 @@ def is_weight_normed(module: nn.Module, name: str | None = None) -> bool:
 def compute_weight(module: nn.Module, name: str = "weight") -> Tensor:
     """w = g·v/‖v‖ (eq. 2) from ``<name>_v`` and ``<name>_g``, as a plain tensor (what forwards use)."""
     spec = module.__dict__["_weight_norm"][name]
-    return wn(module.__dict__["_parameters"][f"{name}_v"], gain(module, name), spec.dim, spec.eps)
+    v = module.__dict__["_parameters"][f"{name}_v"]
+    return _unchecked_weight_norm(v, gain(module, name), spec.dim, spec.eps)  # checked when applied
 
 
 def weight_property(name: str) -> property:
