@@ -118,8 +118,16 @@ def test_bad_input_is_rejected_with_a_clear_message():
 
 @pytest.fixture(scope="module")
 def short_run() -> list[cv.LayerSpectra]:
-    with torch.random.fork_rng():
-        return cv.measure_run(steps=(0, 20), n_batches=80, seed=0)
+    return cv.measure_run(steps=(0, 20), n_batches=80, seed=0)
+
+
+def test_training_leaves_the_global_rng_alone():
+    x, y = torch.randn(40, 64), torch.randint(0, 10, (40,))
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    cv.train_snapshots(x, y, steps=(0, 3), seed=0)
+    torch.testing.assert_close(torch.rand(3), expected)
 
 
 def test_short_run_measures_every_layer_and_wnlib_backward_matches_d(short_run):

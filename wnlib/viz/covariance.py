@@ -168,12 +168,14 @@ def train_snapshots(
 ) -> dict[int, nn.Sequential]:
     """Train a weight-normalized MLP with Adam (cross-entropy, minibatches of ``batch_size``).
 
-    Returns a frozen copy of the network after each of ``steps`` (0 is the initialization).
+    Returns a frozen copy of the network after each of ``steps`` (0 is the initialization). The
+    initialization and the minibatches are seeded by ``seed``; the global torch RNG is left as it was.
     lr = 0.003 is the paper's best rate for weight norm (§5.1).
     """
     steps = _check_steps(steps)
-    torch.manual_seed(seed)
-    net = _mlp(sizes)
+    with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's global RNG
+        torch.manual_seed(seed)
+        net = _mlp(sizes)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     snapshots, done = {}, 0
