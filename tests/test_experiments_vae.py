@@ -297,6 +297,7 @@ def test_viz_helpers_on_synthetic_runs():
     c = vv.compare(runs)
     assert c.wins == 3 and c.seeds == 3 and c.variance_lower_in == 3
     assert c.mean_final["weightnorm_init"] == pytest.approx(-27.1)
+    assert c.iw_wins == 3 and c.ahead_in_all == [1, 2]
     fig = vv.plot_elbo(runs)
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()][:2] == [
         "normal parameterization",

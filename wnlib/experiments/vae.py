@@ -451,7 +451,7 @@ def _epochs_from_list(rows: Any) -> list[VAEEpoch]:
 
 
 @torch.no_grad()
-def test_elbo(model: ConvVAE, x: Tensor, samples: int, seed: int, batch_size: int = 500) -> float:
+def mean_elbo(model: ConvVAE, x: Tensor, samples: int, seed: int, batch_size: int = 500) -> float:
     """The mean ELBO per test image (nats), each image's averaged over ``samples`` draws of z from a
     generator seeded with ``seed`` (so the evaluation noise does not touch the training's)."""
     generator = torch.Generator(device=x.device).manual_seed(seed)
@@ -463,7 +463,7 @@ def test_elbo(model: ConvVAE, x: Tensor, samples: int, seed: int, batch_size: in
 
 
 @torch.no_grad()
-def test_iw_bound(model: ConvVAE, x: Tensor, k: int, seed: int, batch_size: int = 50) -> float:
+def mean_iw_bound(model: ConvVAE, x: Tensor, k: int, seed: int, batch_size: int = 50) -> float:
     """The mean k-sample importance-weighted bound per test image (nats)."""
     generator = torch.Generator(device=x.device).manual_seed(seed)
     total = sum(importance_weighted_bound(model, x[i : i + batch_size], k, generator).sum().item()
@@ -530,7 +530,7 @@ def _fit_vae(config: VAEConfig, device: torch.device, cache_dir: str | None) -> 
         losses = _train_epoch(model, optimizer, x_train, config, gen)
         t1 = time.perf_counter()
         model.eval()
-        elbo = test_elbo(model, x_test, config.test_samples, seed=config.seed * 1_000 + epoch)
+        elbo = mean_elbo(model, x_test, config.test_samples, seed=config.seed * 1_000 + epoch)
         model.train()
         mean = statistics.fmean(losses)
         var = statistics.variance(losses) if len(losses) > 1 else 0.0
@@ -539,7 +539,7 @@ def _fit_vae(config: VAEConfig, device: torch.device, cache_dir: str | None) -> 
             break
     iw = math.nan
     if config.iw_samples and math.isfinite(epochs[-1].train_loss):
-        iw = test_iw_bound(model.eval(), x_test, config.iw_samples, seed=config.seed)
+        iw = mean_iw_bound(model.eval(), x_test, config.iw_samples, seed=config.seed)
     return model, VAERunResult(config, epochs, iw, device.type, wnlib.__version__, init_seconds)
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from wnlib.experiments import vae
 from wnlib.experiments.results import markdown_table
@@ -70,6 +71,9 @@ class Comparison:
         mean_iw: final importance-weighted bound per parameterization (mean over seeds).
         mean_variance: late minibatch variance per parameterization (mean over seeds).
         best_epoch: per parameterization, the epoch of the highest mean test ELBO.
+        iw_wins: in how many seeds weight norm's final importance-weighted bound is the higher.
+        ahead_in_all: the epochs in which weight norm's test ELBO is the higher in every seed.
+        late_gain: per parameterization, the rise of the mean test ELBO over the last 5 epochs (nats).
     """
 
     seeds: int
@@ -80,6 +84,9 @@ class Comparison:
     mean_iw: dict[str, float]
     mean_variance: dict[str, float]
     best_epoch: dict[str, int]
+    iw_wins: int
+    ahead_in_all: list[int]
+    late_gain: dict[str, float]
 
 
 def compare(results: Sequence[vae.VAERunResult]) -> Comparison:
@@ -104,7 +111,14 @@ def compare(results: Sequence[vae.VAERunResult]) -> Comparison:
         per_param(lambda r: r.test_iw_bound),
         per_param(vae.late_variance),
         {p: int(np.argmax(c)) + 1 for p, c in curves.items()},
+        sum(wn[s].test_iw_bound > normal[s].test_iw_bound for s in seeds),
+        [i + 1 for i in range(len(curves["normal"])) if _ahead(wn, normal, seeds, i)],
+        {p: float(c[-1] - c[max(len(c) - 6, 0)]) for p, c in curves.items()},
     )
+
+
+def _ahead(wn: dict, normal: dict, seeds: list[int], i: int) -> bool:
+    return all(wn[s].epochs[i].test_elbo > normal[s].epochs[i].test_elbo for s in seeds)
 
 
 def summary_markdown(results: Sequence[vae.VAERunResult]) -> str:
@@ -131,24 +145,33 @@ def _band(ax: plt.Axes, runs: list[vae.VAERunResult], param: str, key: str, skip
     ax.fill_between(epochs, values.min(0), values.max(0), color=colour, alpha=0.2, lw=0)
 
 
-def plot_elbo(results: Sequence[vae.VAERunResult], skip: int = 2) -> plt.Figure:
+def plot_elbo(
+    results: Sequence[vae.VAERunResult], skip: int = 2, title: str = "Test bound per epoch"
+) -> plt.Figure:
     """Test ELBO per epoch (from epoch ``skip`` + 1), mean over seeds and its min–max band; right: the
-    last third of training, enlarged."""
+    last third of training, enlarged. ``title`` is the figure's (state the finding)."""
     fig, (ax, zoom) = figure(2, height=3.2)
     groups = by_param(results)
     last = len(next(iter(groups.values()))[0].epochs)
     for param, runs in groups.items():
         _band(ax, runs, param, "test_elbo", skip)
         _band(zoom, runs, param, "test_elbo", (2 * last) // 3)
-    ax.set(xlabel="epoch", ylabel="test ELBO (nats per image)", title="Test bound per epoch")
+    ax.set(xlabel="epoch", ylabel="test ELBO (nats per image)", title="All epochs")
     zoom.set(xlabel="epoch", title="Last third of training")
+    for a in (ax, zoom):
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(loc="lower right")
+    fig.suptitle(title)
     return fig
 
 
-def plot_variance(results: Sequence[vae.VAERunResult], skip: int = 2) -> plt.Figure:
-    """The variance of the training objective over each epoch's minibatches (log scale), mean over
-    seeds and its min–max band."""
+def plot_variance(
+    results: Sequence[vae.VAERunResult],
+    skip: int = 2,
+    title: str = "Minibatch noise of the training objective",
+) -> plt.Figure:
+    """The variance of the training objective over each epoch's minibatches (log scale, from epoch
+    ``skip`` + 1), mean over seeds and its min–max band."""
     fig, ax = figure(1, height=3.0)
     for param, runs in by_param(results).items():
         _band(ax, runs, param, "train_var", skip)
@@ -156,7 +179,7 @@ def plot_variance(results: Sequence[vae.VAERunResult], skip: int = 2) -> plt.Fig
         xlabel="epoch",
         ylabel="variance of −ELBO over minibatches (nats²)",
         yscale="log",
-        title="Minibatch noise of the training objective",
+        title=title,
     )
     ax.legend()
     return fig
