@@ -463,11 +463,13 @@ def mean_elbo(model: ConvVAE, x: Tensor, samples: int, seed: int, batch_size: in
 
 
 @torch.no_grad()
-def mean_iw_bound(model: ConvVAE, x: Tensor, k: int, seed: int, batch_size: int = 50) -> float:
-    """The mean k-sample importance-weighted bound per test image (nats)."""
+def mean_iw_bound(model: ConvVAE, x: Tensor, k: int, seed: int, draws_per_chunk: int = 5000) -> float:
+    """The mean k-sample importance-weighted bound per test image (nats), computed on chunks of
+    max(1, ``draws_per_chunk`` // k) images, so that memory stays bounded for large k."""
     generator = torch.Generator(device=x.device).manual_seed(seed)
-    total = sum(importance_weighted_bound(model, x[i : i + batch_size], k, generator).sum().item()
-                for i in range(0, len(x), batch_size))  # fmt: skip
+    chunk = max(1, draws_per_chunk // k)
+    total = sum(importance_weighted_bound(model, x[i : i + chunk], k, generator).sum().item()
+                for i in range(0, len(x), chunk))  # fmt: skip
     return total / len(x)
 
 
@@ -475,7 +477,7 @@ def _train_epoch(
     model: ConvVAE, optimizer: torch.optim.Optimizer, x_train: Tensor, config: VAEConfig, gen: torch.Generator
 ) -> list[float]:
     """One pass over the training set in a fresh random order; returns each minibatch's objective."""
-    order = torch.randperm(len(x_train), generator=gen).to(x_train.device)
+    order = torch.randperm(len(x_train), generator=gen, device=gen.device)  # a CUDA generator on GPU
     steps = len(x_train) // config.batch_size
     if config.max_batches is not None:
         steps = min(steps, config.max_batches)
