@@ -15,6 +15,7 @@ import json
 import math
 import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -415,3 +416,24 @@ def test_the_cpu_presets_rates_are_unchanged():
         "meanonly_bn": 0.01,
         "weightnorm_meanonly": 0.01,
     }
+
+
+def test_cli_hands_vae_and_dqn_presets_to_their_own_clis(monkeypatch):
+    import types
+
+    from wnlib.experiments import __main__ as cli
+
+    calls = []
+    fake = types.SimpleNamespace(main=lambda argv: calls.append(list(argv)) or 0)
+    monkeypatch.setitem(sys.modules, "wnlib.experiments.fake_task", fake)
+    monkeypatch.setattr(cli, "OTHER_TASKS", {"vae-": "wnlib.experiments.fake_task"})
+    assert cli.main(["--preset", "vae-small", "--seeds", "0"]) == 0
+    assert cli.main(["--preset=vae-paper"]) == 0
+    assert calls == [["--preset", "vae-small", "--seeds", "0"], ["--preset=vae-paper"]]
+    assert cli._other_task(["--preset", "cpu-small"]) is None
+
+
+def test_vae_preset_is_reachable_from_the_main_cli(capsys):
+    from wnlib.experiments import __main__ as cli
+
+    assert cli.main(["--preset", "vae-small", "--epochs", "0"]) == 2  # the VAE CLI's own validation

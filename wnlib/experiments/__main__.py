@@ -73,7 +73,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog="python -m wnlib.experiments",
         description="Train the parameterizations of Salimans & Kingma (2016, §5.1); print result tables.",
     )
-    p.add_argument("--preset", default="cpu-small", help=f"one of: {', '.join(PRESETS)} (default cpu-small)")
+    p.add_argument(
+        "--preset",
+        default="cpu-small",
+        help=f"one of: {', '.join(PRESETS)} (default cpu-small); vae-small, vae-paper, dqn-small and "
+        "dqn-paper run the VAE (§5.2) and DQN (§5.4) experiments, with their own options",
+    )
     p.add_argument(
         "--param",
         nargs="+",
