@@ -6,6 +6,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 
+import wnlib
 from wnlib import functional as wnf
 from wnlib import reference as ref
 
@@ -182,3 +183,19 @@ def test_gradient_below_eps_is_the_derivative_of_the_clamped_norm(dim):
     upstream = torch.randn(2, 3, generator=gen, dtype=torch.float64)
     (gv,) = torch.autograd.grad(wnf.weight_norm(v, g, dim, eps), v, upstream)
     torch.testing.assert_close(gv, upstream / eps, rtol=1e-12, atol=0)
+
+
+def test_linear_rejects_a_0d_input_and_a_list_with_specific_errors():
+    v, g = torch.randn(3, 4), torch.ones(3)
+    with pytest.raises(ValueError, match="feature axis of size 4, got 0-d"):
+        wnf.linear(torch.tensor(1.0), v, g)
+    with pytest.raises(TypeError, match="input x as a torch.Tensor, got list"):
+        wnf.linear([[1.0, 2.0, 3.0, 4.0]], v, g)
+    with pytest.raises(ValueError, match="input has 5 features"):
+        wnlib.nn.Linear(4, 3)(torch.randn(2, 5))
+
+
+@pytest.mark.parametrize("eps", [float("nan"), float("inf"), -1.0, "1e-12", True])
+def test_the_op_rejects_bad_eps(eps):
+    with pytest.raises((TypeError, ValueError), match="eps must be"):
+        wnf.weight_norm(torch.randn(3, 4), torch.ones(3), 0, eps)
