@@ -467,3 +467,50 @@ def plot_training(curves: dict[str, dict[str, object]], window: int = 10, scale:
         )
         fig.legend(loc="outside lower center", fontsize=8.5)
     return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# Two processes (the chapter's gloo demonstration)
+# --------------------------------------------------------------------------------------------------
+
+
+def bn_net() -> nn.Sequential:
+    """64→32→16→10 with a BatchNorm1d and a MeanOnlyBatchNorm between the weight-normalized layers;
+    seeded, so every process builds the same v."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        wnn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU(), wnn.Linear(32, 16),
+        wnn.MeanOnlyBatchNorm(16), nn.ReLU(), wnn.Linear(16, 10),
+    )  # fmt: skip
+
+
+def _init_on_rank(rank: int, port: int, out: str, shards: list[Tensor]) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    net = bn_net()
+    try:
+        wnlib.data_dependent_init(net, shards[rank], process_group=True)
+        result: dict = net.state_dict()
+    except ValueError as e:
+        result = {"error": f"{type(e).__name__}: {e}"}
+    dist.destroy_process_group()
+    torch.save(result, f"{out}/rank{rank}.pt")
+
+
+def two_ranks(shards: list[Tensor]) -> list[dict]:
+    """:func:`wnlib.data_dependent_init` of :func:`bn_net` in two gloo processes, rank r on
+    ``shards[r]``: each rank's state dict, or ``{"error": message}`` if it raised. The processes are
+    spawned, not forked (forking a process that has run torch's thread pools can deadlock)."""
+    import socket
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s, tempfile.TemporaryDirectory() as out:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        mp.start_processes(_init_on_rank, args=(port, out, shards), nprocs=2, start_method="spawn")
+        return [torch.load(f"{out}/rank{r}.pt", weights_only=True) for r in range(2)]
