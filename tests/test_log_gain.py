@@ -92,3 +92,24 @@ def test_reinit_remove_and_errors():
     assert type(layer) is nn.Linear and torch.equal(layer.weight, w)
     with pytest.raises(TypeError, match="log_gain must be True or False"):
         wnlib.nn.Linear(2, 2, log_gain="yes")
+
+
+def test_log_gain_layers_under_torch_func_and_channels_last():
+    """The log-scale gain composes exp with the op, so torch.func and any layout work as for g."""
+    torch.manual_seed(0)
+    conv = wnlib.nn.Conv2d(2, 3, 3, log_gain=True).double()
+    x = torch.randn(4, 2, 5, 5, dtype=torch.float64)
+    params = {k: p.detach() for k, p in conv.named_parameters()}
+
+    def loss(p, xi):
+        return torch.func.functional_call(conv, p, (xi[None],)).pow(2).sum()
+
+    per_sample = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0))(params, x)
+    for i in range(4):
+        conv.zero_grad()
+        conv(x[i : i + 1]).pow(2).sum().backward()
+        for k, p in conv.named_parameters():
+            torch.testing.assert_close(per_sample[k][i], p.grad)
+    y = conv(x)
+    conv = conv.to(memory_format=torch.channels_last)
+    torch.testing.assert_close(conv(x.to(memory_format=torch.channels_last)), y)

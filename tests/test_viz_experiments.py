@@ -62,7 +62,7 @@ def test_committed_cache_holds_every_run_and_nothing_else(no_training):
     from wnlib.experiments import dqn, vae
 
     vae_runs = len(vae.VAE_PRESETS["vae-small"]["seeds"]) * len(vae.VAE_PARAMS)
-    dqn_runs = len(dqn.DQN_PRESETS["dqn-small"]["seeds"]) * len(dqn.DQN_PARAMS)
+    dqn_runs = (len(dqn.DQN_PRESETS["dqn-small"]["seeds"]) + 1) * len(dqn.DQN_PARAMS)  # + the paper's rates
     expected = len(vx.configs()) + 1 + vae_runs + dqn_runs
     assert len(list((CACHE / "results").glob("*.json"))) == expected
 

@@ -335,6 +335,29 @@ def _set_class(module: nn.Module) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
+def check_parameter(module: nn.Module, name: str, what: str) -> Tensor:
+    """The floating-point parameter ``name`` of ``module`` that ``what`` (a reparameterization, e.g.
+    "weight norm") is about to replace, or a clear error before anything changes: the parameter is
+    missing, not floating point, already split into ``name_v``/``name_g`` (by torch's legacy weight
+    norm) or parametrized by ``torch.nn.utils.parametrize``. Shared by L2 and L1 weight norm."""
+    params, kind = module.__dict__["_parameters"], type(module).__name__
+    if any(f"{name}_{k}" in params for k in ("v", "g", "s")):
+        raise ValueError(
+            f"{kind} already has {name}_v/{name}_g (torch.nn.utils.weight_norm?); remove that first"
+        )
+    if torch.nn.utils.parametrize.is_parametrized(module, name):
+        raise ValueError(
+            f"{name!r} of this {kind} is parametrized by torch.nn.utils.parametrize; remove that "
+            "first (torch.nn.utils.parametrize.remove_parametrizations)"
+        )
+    w = params.get(name)
+    if w is None:
+        raise ValueError(f"{kind} has no parameter {name!r}; its parameters are {list(params)}")
+    if not w.is_floating_point():
+        raise TypeError(f"{what} needs a floating-point parameter, but {name!r} is {w.dtype}")
+    return w
+
+
 def apply_weight_norm(
     module: nn.Module, name: str, dim: int | None, eps: float, log_gain: bool = False
 ) -> None:
@@ -347,21 +370,8 @@ def apply_weight_norm(
     kind = type(module).__name__
     if name in module.__dict__.get("_weight_norm", {}):
         raise ValueError(f"weight norm is already applied to {name!r} of this {kind}")
-    if f"{name}_v" in params or f"{name}_g" in params or f"{name}_s" in params:
-        raise ValueError(
-            f"{kind} already has {name}_v/{name}_g (torch.nn.utils.weight_norm?); remove that first"
-        )
-    if torch.nn.utils.parametrize.is_parametrized(module, name):
-        raise ValueError(
-            f"{name!r} of this {kind} is parametrized by torch.nn.utils.parametrize; remove that "
-            "first (torch.nn.utils.parametrize.remove_parametrizations)"
-        )
-    w = params.get(name)
-    if w is None:
-        raise ValueError(f"{kind} has no parameter {name!r}; its parameters are {list(params)}")
+    w = check_parameter(module, name, "weight norm")
     dim = canonical_dim(w, dim)
-    if not w.is_floating_point():
-        raise TypeError(f"weight norm needs a floating-point parameter, but {name!r} is {w.dtype}")
     g = identity_gain(w.detach(), dim, eps)  # exactly the g for which the op gives back w
     spec = WeightNormSpec(dim, eps, log_gain)
     if log_gain:

@@ -43,7 +43,7 @@ from wnlib.functional import (
     check_inputs,
     slice_shape,
 )
-from wnlib.parametrize import default_dim, is_weight_normed
+from wnlib.parametrize import check_parameter, default_dim, is_weight_normed
 
 __all__ = [
     "L1WeightNormSpec",
@@ -242,7 +242,7 @@ def _check_can_apply(module: nn.Module, name: str) -> Tensor:
     """The parameter to normalize, or a clear error (before anything changes)."""
     if not isinstance(module, nn.Module):
         raise TypeError(f"l1_weight_norm_module takes an nn.Module, got {type(module).__name__}")
-    kind, params = type(module).__name__, module.__dict__["_parameters"]
+    kind = type(module).__name__
     if name in module.__dict__.get("_l1_weight_norm", {}):
         raise ValueError(f"L1 weight norm is already applied to {name!r} of this {kind}")
     if is_weight_normed(module):
@@ -250,21 +250,7 @@ def _check_can_apply(module: nn.Module, name: str) -> Tensor:
             f"this {kind} has (L2) weight norm from wnlib.weight_norm; remove it first "
             "(wnlib.remove_weight_norm) to combine it with L1 weight norm"
         )
-    if f"{name}_v" in params or f"{name}_g" in params:
-        raise ValueError(
-            f"{kind} already has {name}_v/{name}_g (torch.nn.utils.weight_norm?); remove that first"
-        )
-    if torch.nn.utils.parametrize.is_parametrized(module, name):
-        raise ValueError(
-            f"{name!r} of this {kind} is parametrized by torch.nn.utils.parametrize; remove that first "
-            "(torch.nn.utils.parametrize.remove_parametrizations)"
-        )
-    w = params.get(name)
-    if w is None:
-        raise ValueError(f"{kind} has no parameter {name!r}; its parameters are {list(params)}")
-    if not w.is_floating_point():
-        raise TypeError(f"L1 weight norm needs a floating-point parameter, but {name!r} is {w.dtype}")
-    return w
+    return check_parameter(module, name, "L1 weight norm")
 
 
 def l1_weight_norm_module(

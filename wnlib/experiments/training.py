@@ -250,12 +250,13 @@ _RUN_FIELDS: dict[str, tuple[type, ...]] = {
 }
 
 
-def _epochs_from_list(rows: Any) -> list[EpochResult]:
-    """The per-epoch table of a stored run: a non-empty list of complete rows numbered 1, 2, ...;
-    ``null`` (a non-finite number) reads as NaN."""
+def _epochs_from_list(rows: Any, row_type: type = EpochResult) -> list:
+    """The per-epoch table of a stored run as ``row_type`` dataclasses (:class:`EpochResult`, or the VAE's
+    epochs): a non-empty list of complete rows numbered 1, 2, ...; ``null`` (a non-finite number) reads
+    as NaN."""
     if not isinstance(rows, list) or not rows:
         raise ValueError("no epochs: a run has at least one")
-    names = [f.name for f in fields(EpochResult)]
+    names = [f.name for f in fields(row_type)]
     epochs = []
     for i, row in enumerate(rows):
         if not isinstance(row, dict) or set(row) != set(names):
@@ -265,7 +266,7 @@ def _epochs_from_list(rows: Any) -> list[EpochResult]:
             raise ValueError(f"epoch row {i + 1} holds a value that is not a number")
         if values["epoch"] != i + 1:
             raise ValueError(f"epoch row {i + 1} is numbered {values['epoch']}")
-        epochs.append(EpochResult(**values))
+        epochs.append(row_type(**values))
     return epochs
 
 

@@ -68,7 +68,7 @@ from wnlib._threads import torch_threads
 from wnlib.experiments import cache as _cache
 from wnlib.experiments.data import ChecksumError, DownloadError, check_name
 from wnlib.experiments.models import initialize
-from wnlib.experiments.training import check_device, resolve_device, seed_everything
+from wnlib.experiments.training import _epochs_from_list, check_device, resolve_device, seed_everything
 
 #: The two parameterizations of §5.2, both with the data-dependent init (names as in
 #: :mod:`wnlib.experiments.params`, so colours and labels match the other chapters).
@@ -414,7 +414,7 @@ class VAERunResult:
             config = VAEConfig(**d["config"])
         except (TypeError, ValueError) as e:
             raise ValueError(f"invalid config ({e})") from None
-        epochs = _epochs_from_list(d["epochs"])
+        epochs = _epochs_from_list(d["epochs"], VAEEpoch)
         iw = math.nan if d["test_iw_bound"] is None else d["test_iw_bound"]
         for name, value in (("test_iw_bound", iw), ("init_seconds", d["init_seconds"])):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -426,23 +426,6 @@ class VAERunResult:
         if len(epochs) != config.epochs and not result.diverged:
             raise ValueError(f"{len(epochs)} epochs of {config.epochs}, and the run did not diverge")
         return result
-
-
-def _epochs_from_list(rows: Any) -> list[VAEEpoch]:
-    if not isinstance(rows, list) or not rows:
-        raise ValueError("no epochs: a run has at least one")
-    names = [f.name for f in fields(VAEEpoch)]
-    epochs = []
-    for i, row in enumerate(rows):
-        if not isinstance(row, dict) or set(row) != set(names):
-            raise ValueError(f"epoch row {i + 1} does not have exactly the fields {', '.join(names)}")
-        values = {k: math.nan if row[k] is None else row[k] for k in names}
-        if any(not isinstance(v, (int, float)) or isinstance(v, bool) for v in values.values()):
-            raise ValueError(f"epoch row {i + 1} holds a value that is not a number")
-        if values["epoch"] != i + 1:
-            raise ValueError(f"epoch row {i + 1} is numbered {values['epoch']}")
-        epochs.append(VAEEpoch(**values))
-    return epochs
 
 
 # --------------------------------------------------------------------------------------------------
