@@ -2,6 +2,7 @@
 #
 #   make book    set up .venv and the offline browser assets, build the HTML into _build/html
 #   make test    the same setup, then: lint, unit tests, nbval, book build, browser test
+#   make lock    re-resolve requirements.in into requirements.txt (the lock everything installs)
 #
 # `make -k test` runs every step even when an earlier one fails.
 
@@ -25,18 +26,19 @@ WIDGETS_DIST := node_modules/@jupyter-widgets/html-manager/dist
 # Prints how long each step took, e.g. "==> nbval: 41 s".
 TIMED = TIMEFORMAT="==> $@: %0R s"; time
 
-.PHONY: help setup assets book test lint unit nbval notebooks site clean distclean
+.PHONY: help setup lock assets book test lint unit nbval notebooks site clean distclean
 # The steps of `make test` run in order even under `make -j`: the browser test needs the build.
 .NOTPARALLEL:
 
 help:
 	@echo "make book       build the HTML into _build/html (sets up .venv and assets first)"
 	@echo "make test       lint, unit tests, nbval, book build, browser test"
-	@echo "make lint       ruff check ."
+	@echo "make lint       ruff check . and actionlint on .github/workflows"
 	@echo "make unit       pytest unit tests in tests/ (not the browser test)"
 	@echo "make nbval      re-execute every book notebook and compare its outputs"
 	@echo "make notebooks  re-execute every chapter in place (then commit the outputs)"
 	@echo "make site       browser test of the built site (needs make book first)"
+	@echo "make lock       re-resolve requirements.in into requirements.txt (then commit both)"
 	@echo "make clean      remove the build, the browser assets and test artifacts"
 	@echo "make distclean  clean, and remove .venv too"
 
@@ -53,6 +55,15 @@ $(PY_STAMP): requirements.txt pyproject.toml | $(BIN)/python
 	touch $@
 
 setup: $(PY_STAMP)
+
+# The lock: every package of requirements.in and its dependencies at one exact version, for CPython 3.11
+# on x86-64 Linux (the development machines, CI and Binder). Existing pins are kept unless
+# requirements.in needs others; `make lock UPGRADE=--upgrade` moves everything to the newest versions.
+# torch's CPU build comes from the local wheel folder where there is one, else from PyTorch's CPU index.
+TORCH_SOURCE ?= $(if $(wildcard /opt/wheels/torch-*),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
+lock: $(PY_STAMP)
+	$(BIN)/uv pip compile requirements.in --output-file requirements.txt --python-version 3.11.7 \
+	    --python-platform x86_64-manylinux_2_28 $(TORCH_SOURCE) --custom-compile-command "make lock" $(UPGRADE) >/dev/null
 
 # MathJax, require.js and the ipywidgets embed manager, pinned by package-lock.json. Only their
 # files are used, so no package's install script needs to run.
@@ -87,8 +98,10 @@ book: $(PY_STAMP) $(VENDOR_STAMP)
 
 test: lint unit nbval book site
 
+# actionlint checks the workflows' syntax, expressions and action inputs (and their run: scripts with
+# shellcheck, when it is installed).
 lint: $(PY_STAMP)
-	@$(TIMED) $(BIN)/ruff check .
+	@$(TIMED) { $(BIN)/ruff check . && $(BIN)/actionlint .github/workflows/*.yml; }
 
 # The browser test is deselected here by the `-m "not browser"` default in pyproject.toml.
 unit: $(PY_STAMP)
