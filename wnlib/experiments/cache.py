@@ -23,9 +23,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+#: The environment variable that sets the cache directory.
 ENV_VAR = "WNLIB_CACHE"
 DEFAULT_DIR = Path("~/.cache/wnlib")
-# Bump when a change to the training code changes what a configuration produces.
+#: Bump when a change to the training code changes what a configuration produces.
 RESULTS_VERSION = 1
 
 
