@@ -46,6 +46,7 @@ from torch import Tensor, nn
 
 #: The ε of max(‖v‖, ε) in every method compared.
 EPS = 1e-12
+#: Where ``--out`` writes the tables unless told otherwise (relative to the working directory).
 DEFAULT_OUT = Path("book/data/bench_gpu.md")
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
+#: The default lower bound ε on ‖v‖ (see the module docstring).
 DEFAULT_EPS = 1e-12
 
 

@@ -61,12 +61,11 @@ def _number(kind: Callable[[str], float], what: str, minimum: float) -> Callable
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
         return value
 
+    parse.__doc__ = f"An argparse type that accepts {what}."
     return parse
 
 
-#: The argparse type of an option that takes an integer of at least 1.
 POSITIVE_INT = _number(int, "a positive integer", 1)
-#: The argparse type of an option that takes a finite number above 0.
 POSITIVE_FLOAT = _number(float, "a positive finite number", math.ulp(0.0))
 
 

@@ -145,6 +145,7 @@ def load_dataset(
     return data.validation_split() if split == "validation" else data
 
 
+#: What a loader returns, (x_train, y_train, x_test, y_test, number of classes).
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]
 
 

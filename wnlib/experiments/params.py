@@ -32,6 +32,7 @@ from typing import Literal
 
 from wnlib.experiments.data import check_name
 
+#: The normalization layer after each weight layer, batch norm, mean-only batch norm or none.
 Normalizer = Literal["batch", "mean_only"] | None
 
 
