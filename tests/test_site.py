@@ -288,3 +288,38 @@ def test_every_toc_page_was_built(site):
     for doc in _toc_docs():
         assert (ROOT / f"{doc}.md").is_file() or _is_notebook(doc), f"no source for {doc}"
         assert (site / f"{doc}.html").is_file(), f"{doc} was not built"
+
+
+def test_api_reference_and_equation_links(base_url, browser):
+    """The API reference has its own entries for the top-level API, the genindex lists them, and an
+    "eq. N" in a chapter links to the equation shown with the paper's number N."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.route("**/*", PageRecord(base_url).route)
+    page = context.new_page()
+    try:
+        page.goto(f"{base_url}/book/api/wnlib.html", wait_until="load")
+        for name in ("wnlib.weight_norm", "wnlib.data_dependent_init"):
+            entry = page.locator(f'dt.sig[id="{name}"]')
+            assert entry.count() == 1, f"no API entry {name}"
+            assert name.rsplit(".", 1)[1] in entry.inner_text()
+
+        page.goto(f"{base_url}/genindex.html", wait_until="load")
+        targets = page.eval_on_selector_all("a[href]", "links => links.map(a => a.getAttribute('href'))")
+        for name in ("wnlib.weight_norm", "wnlib.data_dependent_init"):
+            assert f"book/api/wnlib.html#{name}" in targets, f"genindex has no entry for {name}"
+
+        # Implementation: "eq. 3" links to the gradient equation, which is numbered (3) as in the paper.
+        page.goto(f"{base_url}/book/implementation.html", wait_until="load")
+        link = page.locator('a.reference.internal[href="#equation-impl-eq-grad"]').first
+        assert link.inner_text() == "3"
+        eqno = page.locator("#equation-impl-eq-grad .eqno")
+        assert eqno.inner_text().startswith("(3)")
+        # From another chapter, to Theory's eq. 2.
+        page.goto(f"{base_url}/book/experiments.html", wait_until="load")
+        link = page.locator('a.reference.internal[href="theory.html#equation-eq-wn"]').first
+        assert link.inner_text() == "2"
+        link.click()
+        page.wait_for_url("**/theory.html#equation-eq-wn")
+        assert page.locator("#equation-eq-wn .eqno").inner_text().startswith("(2)")
+    finally:
+        context.close()

@@ -7,7 +7,7 @@ L1 norm of each output channel's integer weights so that this cannot happen for 
 
 - A2Q (Colbert, Pappalardo & Petri-Koenig 2023, as implemented in brevitas'
   ``get_upper_bound_on_l1_norm``): ‖q‖₁ ≤ (2^(P−1) − 1) · 2^(𝟙signed(x) − N)   (:func:`a2q_l1_bound`),
-  since |Σ q_i x_i| ≤ ‖q‖₁ · max|x| and max|x| = 2^N − 1 < 2^N (unsigned) or 2^(N−1) (signed).
+  since ``|Σ q_i x_i|`` ≤ ‖q‖₁ · max|x| and max|x| = 2^N − 1 < 2^N (unsigned) or 2^(N−1) (signed).
 - A2Q+ (Colbert et al. 2024; the form in brevitas' zero-centered quantizer, for unsigned inputs):
   ‖q‖₁ ≤ (2^P − 2)/(2^N − 1) for zero-centered weights   (:func:`a2q_plus_l1_bound`). With Σq = 0
   the positive and negative parts each have L1 norm ‖q‖₁/2, so Σ q_i x_i ∈ ±(‖q‖₁/2)(2^N − 1) for
@@ -20,7 +20,7 @@ and :func:`accumulate` simulates the register, counting overflows.
 
 The quantizer :class:`AccumulatorAwareLinear` follows A2Q: w = g·v/‖v‖₁
 (:func:`wnlib.variants.l1_weight_norm`, or the zero-centered form for A2Q+),
-q = clip(round_to_zero(w/s)), with g clamped to s·T so that ‖q‖₁ ≤ ‖w/s‖₁ = |g|/s ≤ T: rounding
+q = clip(round_to_zero(w/s)), with g clamped to s·T so that ‖q‖₁ ≤ ‖w/s‖₁ = ``|g|/s`` ≤ T: rounding
 toward zero and clipping only shrink magnitudes. The Quantization chapter (``book/a2q``) trains it.
 """
 
@@ -38,6 +38,7 @@ from wnlib.variants import centered_l1_weight_norm, l1_weight_norm, zero_center
 __all__ = [
     "Accumulation",
     "AccumulatorAwareLinear",
+    "Mode",
     "a2q_accumulator_bits",
     "a2q_l1_bound",
     "a2q_plus_accumulator_bits",
@@ -51,6 +52,7 @@ __all__ = [
     "worst_case_inputs",
 ]
 
+#: The quantizer of :class:`AccumulatorAwareLinear`, ``"plain"``, ``"a2q"`` or ``"a2q+"``.
 Mode = Literal["plain", "a2q", "a2q+"]
 _MODES = ("plain", "a2q", "a2q+")
 
@@ -262,7 +264,7 @@ def round_ste(x: Tensor) -> Tensor:
 
 
 def round_to_zero_ste(x: Tensor) -> Tensor:
-    """trunc(x) forward (rounds toward 0, so |trunc(x)| ≤ |x|), identity backward."""
+    """trunc(x) forward (rounds toward 0, so ``|trunc(x)| ≤ |x|``), identity backward."""
     return x + (torch.trunc(x) - x).detach()
 
 
@@ -273,8 +275,9 @@ class AccumulatorAwareLinear(nn.Module):
         - ``"plain"``: q = clip(round(v/s)) with s = max|v|/(2^(b−1) − 1) per channel (no guarantee);
         - ``"a2q"``: w = g·v/‖v‖₁, q = clip(round_to_zero(w/s)), g clamped to ±s·T with
           T = :func:`a2q_l1_bound` (P, N), so ‖q‖₁ ≤ T for every channel (A2Q);
-        - ``"a2q+"``: the same with v zero-centered per channel (:func:`centered_l1_weight_norm`) and
-          T = :func:`a2q_plus_l1_bound` (P, N) (A2Q+): positive and negative parts each ≤ T/2.
+        - ``"a2q+"``: the same with v zero-centered per channel
+          (:func:`~wnlib.variants.centered_l1_weight_norm`) and T = :func:`a2q_plus_l1_bound` (P, N)
+          (A2Q+): positive and negative parts each ≤ T/2.
 
     The forward computes x (q·s)ᵀ + b on inputs x already on their quantization grid; gradients pass
     the rounding by the straight-through estimator. s is learned in the log domain (as in brevitas).

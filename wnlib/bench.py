@@ -39,7 +39,9 @@ from torch import Tensor, nn
 import wnlib
 from wnlib._threads import torch_threads
 
+#: The layer types the benchmark puts weight norm on (Linear and every Conv/ConvTranspose).
 NORMALIZED = (nn.Linear, nn.modules.conv._ConvNd)
+#: The versions of each case that are timed; the first, the plain network, is the baseline of every ratio.
 VARIANTS = ("plain", "wnlib", "torch parametrizations", "torch legacy")
 
 
@@ -279,6 +281,7 @@ def table(results: dict[str, dict[str, dict]], where: str, rounds: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """``python -m wnlib.bench``: time every case, print the Markdown table (``--out``: also write it)."""
     parser = argparse.ArgumentParser(prog="python -m wnlib.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--threads", type=int, default=2, help="CPU intra-op threads (default 2)")

@@ -44,7 +44,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+#: The ε of max(‖v‖, ε) in every method compared.
 EPS = 1e-12
+#: Where ``--out`` writes the tables unless told otherwise (relative to the working directory).
 DEFAULT_OUT = Path("book/data/bench_gpu.md")
 
 
@@ -85,6 +87,7 @@ def weight_cases(quick: bool = False) -> list[WeightCase]:
 
 
 def layer_cases(quick: bool = False) -> list[LayerCase]:
+    """The weight-normalized Linear layers timed end to end (``quick``: the smallest only)."""
     if quick:
         return [LayerCase(1024, 1024, 1024, torch.float32)]
     return [
@@ -135,7 +138,7 @@ def bandwidth_gbs(n_bytes: float, ms: float) -> float:
 
 
 def rel_err(a: Tensor, b: Tensor) -> float:
-    """max |a − b| / max |b|, computed in float64."""
+    """``max |a − b| / max |b|``, computed in float64."""
     a, b = a.double(), b.double()
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
 
@@ -354,6 +357,7 @@ def run_sweep_case(case: WeightCase, timer: Timer, device: torch.device) -> list
     return rows
 
 
+#: The launch-plan sweep table, as (column heading, row key) pairs.
 SWEEP_COLUMNS = [
     ("weight", "weight"),
     ("dim", "dim"),
@@ -456,6 +460,7 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> st
     return "\n".join(lines) + "\n"
 
 
+#: The weight (forward and backward of w alone) table, as (column heading, row key) pairs.
 WEIGHT_COLUMNS = [
     ("weight", "weight"),
     ("dtype", "dtype"),
@@ -469,6 +474,7 @@ WEIGHT_COLUMNS = [
     ("copy GB/s", "copy_gbs"),
     ("max err", "err"),
 ]
+#: The whole-layer table, as (column heading, row key) pairs.
 LAYER_COLUMNS = [
     ("layer", "layer"),
     ("dtype", "dtype"),
@@ -531,6 +537,7 @@ def render(
 
 
 def main(argv: list[str] | None = None) -> None:
+    """``python -m wnlib.bench_gpu``: time every case on the GPU, write the Markdown tables to ``--out``."""
     parser = argparse.ArgumentParser(prog="python -m wnlib.bench_gpu", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help=f"Markdown file (default {DEFAULT_OUT})"

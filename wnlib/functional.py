@@ -60,13 +60,14 @@ __all__ = [
     "weight_norm_backward",
 ]
 
+#: The default ε of max(‖v‖, ε), the lower bound on the norm (see :func:`weight_norm`).
 DEFAULT_EPS = 1e-12
 Backend = Literal["auto", "torch", "triton"]
 _BACKENDS = ("auto", "torch", "triton")
 _backend: Backend = "auto"
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
-# Below this many weights, per-op overhead dominates and materializing w wins (measured by
-# ``python -m wnlib.bench``; see the Implementation chapter).
+#: Below this many weights, per-op overhead dominates and materializing w wins (measured by
+#: ``python -m wnlib.bench``; see the Implementation chapter).
 SCALED_LINEAR_MIN_NUMEL = 2**18
 
 
@@ -221,13 +222,14 @@ def set_backend(name: Backend) -> None:
 
 
 def get_backend() -> Backend:
-    """The backend set by :func:`set_backend` (``"auto"`` unless changed)."""
+    """The backend set by :func:`~wnlib.functional.set_backend` (``"auto"`` unless changed)."""
     return _backend
 
 
 @contextlib.contextmanager
 def use_backend(name: Backend) -> Iterator[None]:
-    """Context manager form of :func:`set_backend`; restores the previous backend on exit."""
+    """Context manager form of :func:`~wnlib.functional.set_backend`; restores the previous backend
+    on exit."""
     previous = _backend
     set_backend(name)
     try:
@@ -522,7 +524,7 @@ def weight_norm(v: Tensor, g: Tensor, dim: int | None = 0, eps: float = DEFAULT_
             finite gradients; slices with ‖v‖ ≥ eps are exactly eq. 2.
 
     Returns:
-        w, with v's shape and dtype. Along every slice ‖w‖ = |g| (up to eps).
+        w, with v's shape and dtype. Along every slice ‖w‖ = ``|g|`` (up to eps).
 
     The backward is eq. 3–4: ∇g = ∇w·v/‖v‖ and ∇v = (g/‖v‖)·(∇w − (∇g/‖v‖)·v), so ∇v ⟂ v. It is the
     derivative of the naive formula in every autograd mode (see the module docstring).

@@ -31,7 +31,7 @@ class MeanOnlyBatchNorm(nn.Module):
     """y = x − μ[x] + b per feature (eq. 7); the feature axis is 1, as in ``torch.nn.BatchNorm*``.
 
     Args:
-        num_features: C in inputs of shape (N, C) or (N, C, *).
+        num_features: C in inputs of shape (N, C) or ``(N, C, *)``.
         momentum: weight of the current batch in the running mean,
             ``running_mean = (1 − momentum)·running_mean + momentum·μ`` (torch's convention); ``None``
             keeps a cumulative average instead.
@@ -144,8 +144,9 @@ def _check_foldable(layer: nn.Module, bn: nn.Module, where: str = "") -> None:
 def fold_for_inference(model: nn.Module) -> nn.Module:
     """Remove every trace of weight norm and mean-only batch norm from ``model``, in place.
 
-    Inside every ``nn.Sequential``, a layer directly followed by :class:`MeanOnlyBatchNorm` is folded with
-    it (:func:`fold_mean_only_bn`) and the batch norm replaced by ``nn.Identity``; every other
+    Inside every ``nn.Sequential``, a layer directly followed by
+    :class:`~wnlib.mean_only_bn.MeanOnlyBatchNorm` is folded with it (:func:`fold_mean_only_bn`) and the
+    batch norm replaced by ``nn.Identity``; every other
     weight-normalized parameter is folded by :func:`wnlib.remove_weight_norm`. Mean-only batch norms
     anywhere else (after an activation, a LayerNorm, a BatchNorm, or outside a Sequential) are left in
     place; in eval mode they subtract a constant.

@@ -7,6 +7,7 @@ that carries that property, as ``torch.nn.utils.parametrize`` does; plain ``nn.L
 modules become the corresponding :mod:`wnlib.nn` layer, which has a faster forward.
 
 Interoperability (the Implementation chapter shows each):
+
 - ``load_state_dict`` accepts the state of the same layer under torch's legacy
   ``torch.nn.utils.weight_norm`` (``weight_g``/``weight_v``, g in keep-dim shape), under
   ``torch.nn.utils.parametrizations.weight_norm`` (``parametrizations.weight.original0/1``), or without
@@ -132,7 +133,7 @@ def weight_property(name: str) -> property:
             return w
         return EffectiveWeight.alias(w, f"{name!r} of this {type(self).__name__}", name)
 
-    return property(fget, doc=f"The effective {name}: {name}_g · {name}_v / ‖{name}_v‖ (eq. 2).")
+    return property(fget, doc=f"The effective {name}, {name}_g · {name}_v / ‖{name}_v‖ (eq. 2).")
 
 
 def _plain_wanted(w: Tensor) -> bool:
@@ -150,7 +151,7 @@ _ON_PLAIN = frozenset({"__repr__", "__str__", "__format__", "__reduce_ex__", "__
 
 
 class EffectiveWeight(Tensor):
-    """The effective weight w = g·v/‖v‖ as read from ``module.<name>``: a tensor that behaves as a plain
+    """The effective weight w = g·v/‖v‖ as read from ``module.<name>``, a tensor that behaves as a plain
     one (every op on it returns a plain tensor, gradients flow to v and g), except that an in-place write
     into it, or into a view of it or its ``.data``, raises. w is computed afresh on every read, so such a
     write (``nn.init.zeros_(layer.weight)``, ``layer.weight.data.fill_(1)``) would otherwise be lost.

@@ -5,11 +5,11 @@ Deep Neural Networks", arXiv 1602.07868. This module is the test oracle for the 
 (:mod:`wnlib.functional`) and the code shown in the Theory chapter. It favours clarity over speed.
 
 A weight tensor ``w`` is split into *slices* along the kept axis ``dim`` (one slice per output unit for a
-dense layer); ``dim=None`` treats the whole tensor as one slice. Each slice is written as
+dense layer); ``dim=None`` treats the whole tensor as one slice. Each slice is written as::
 
     w = g · v / ‖v‖                                   (eq. 2)
 
-and the gradients with respect to the new parameters follow from the chain rule:
+and the gradients with respect to the new parameters follow from the chain rule::
 
     ∇g L = ∇w L · v / ‖v‖                              (eq. 3)
     ∇v L = (g / ‖v‖) · ∇w L − (g ∇g L / ‖v‖²) · v       (eq. 3)
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
+#: The default lower bound ε on ‖v‖ (see the module docstring).
 DEFAULT_EPS = 1e-12
 
 

@@ -3,12 +3,12 @@
 Weight normalization (Salimans & Kingma 2016, eq. 2) writes w = g·v/‖v‖₂. Later papers keep the
 reparameterization and change the norm:
 
-- :func:`l1_weight_norm`: w = g·v/‖v‖₁ per slice, so ‖w‖₁ = |g|. A2Q (Colbert et al. 2023) uses it per
+- :func:`l1_weight_norm`: w = g·v/‖v‖₁ per slice, so ‖w‖₁ = ``|g|``. A2Q (Colbert et al. 2023) uses it per
   output channel so that a bound on g is a bound on the L1 norm of the quantized weights, and hence on
   the accumulator width (see :mod:`wnlib.a2q`); PSiLON nets (Biswas 2024) use it to make the 1-path-norm
   the product of the layer gains.
 - :func:`centered_l1_weight_norm`: w = g·(v − mean(v))/‖v − mean(v)‖₁ per slice, A2Q+'s zero-centering
-  (Colbert et al. 2024): every slice of w sums to 0 and has ‖w‖₁ = |g|.
+  (Colbert et al. 2024): every slice of w sums to 0 and has ‖w‖₁ = ``|g|``.
 - :func:`l1_weight_norm_module` / :func:`remove_l1_weight_norm`: either variant on any module's
   parameter, with ``<name>_v`` / ``<name>_g`` parameters and a ``<name>`` property, the same shape of
   API as :func:`wnlib.weight_norm`.
@@ -17,12 +17,12 @@ Both ops are written as composite torch ops (abs, sum, clamp, mean, mul): there 
 backward and no data-dependent Python branching, so autograd, create_graph, double backward,
 torch.func (grad, vmap, jacrev, jvp), torch.compile(fullgraph=True) and torch.export all differentiate
 them like the naive formula, on any memory layout. The derivative of the L1 norm is
-d‖v‖₁/dv = sign(v), with PyTorch's subgradient 0 at v_i = 0 (the derivative of |x| is sign(x)), so
+d‖v‖₁/dv = sign(v), with PyTorch's subgradient 0 at v_i = 0 (the derivative of ``|x|`` is sign(x)), so
 
     ∇g = ∇w · v/‖v‖₁,   ∇v = (g/‖v‖₁)·(∇w − (∇w · v/‖v‖₁)·sign(v)) = (g/‖v‖₁)·(∇w − (∇g)·sign(v)),
 
 the L1 analogue of eq. 3–4 (the projection is oblique, along sign(v), instead of along v). The second
-derivative of |x| is 0 almost everywhere: double backward is exact away from v_i = 0.
+derivative of ``|x|`` is 0 almost everywhere: double backward is exact away from v_i = 0.
 The Quantization chapter (``book/a2q``) uses these ops.
 """
 
@@ -108,7 +108,7 @@ def l1_weight_norm(v: Tensor, g: Tensor, dim: int | None = 0, eps: float = DEFAU
 
     This is eq. 2 of Salimans & Kingma (2016) with ‖·‖₂ replaced by ‖·‖₁, the form A2Q quantizes
     (Colbert et al. 2023: q = clip(round((g/s)·v/‖v‖₁)) per output channel, so ‖q‖₁ ≤ g/s), and the L1
-    weight norm of PSiLON nets (Biswas 2024). Along every slice ‖w‖₁ = |g| (up to eps).
+    weight norm of PSiLON nets (Biswas 2024). Along every slice ‖w‖₁ = ``|g|`` (up to eps).
 
     Args:
         v: the direction parameter, any shape, floating point.
@@ -138,7 +138,7 @@ def centered_l1_weight_norm(v: Tensor, g: Tensor, dim: int | None = 0, eps: floa
     """w = g · (v − μ) / ‖v − μ‖₁ with μ = mean(v) per slice: A2Q+'s zero-centered L1 weight norm.
 
     A2Q+ (Colbert et al. 2024) subtracts each output channel's mean before the L1 normalization, so
-    every slice of w sums to 0 and has ‖w‖₁ = |g|. For zero-centered weights the accumulator bound
+    every slice of w sums to 0 and has ‖w‖₁ = ``|g|``. For zero-centered weights the accumulator bound
     relaxes from A2Q's (2^(P−1)−1)·2^(𝟙signed−N) to (2^P−2)/(2^N−1) (see :mod:`wnlib.a2q`). The
     arguments are those of :func:`l1_weight_norm`; a slice that is constant has u = v − μ = 0, so
     the eps clamp gives w = 0 there.

@@ -3,7 +3,8 @@
 Used by the Experiments chapter and by ``python -m wnlib.experiments`` (see :mod:`.__main__`).
 
 - :mod:`.data`: digits and MNIST-1D offline; MNIST and CIFAR-10 downloaded and checksum-verified; ZCA;
-- :mod:`.params`: the six parameterizations behind one string, and their colours (:data:`PALETTE`);
+- :mod:`.params`: the six parameterizations behind one string, and their colours
+  (:data:`~wnlib.experiments.params.PALETTE`);
 - :mod:`.models`: MLP, small convnet, the paper's CIFAR-10 network, under any parameterization;
 - :mod:`.schedule`: Adam's learning rate and β1 over training, as in the paper's code;
 - :mod:`.training`: one run, with a per-epoch table cached on disk by a hash of its configuration;

@@ -61,6 +61,7 @@ def _number(kind: Callable[[str], float], what: str, minimum: float) -> Callable
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
         return value
 
+    parse.__doc__ = f"An argparse type that accepts {what}."
     return parse
 
 
@@ -69,6 +70,7 @@ POSITIVE_FLOAT = _number(float, "a positive finite number", math.ulp(0.0))
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line's arguments (``sys.argv[1:]`` if ``argv`` is None); a bad one exits with status 2."""
     p = _Parser(
         prog="python -m wnlib.experiments",
         description="Train the parameterizations of Salimans & Kingma (2016, §5.1); print result tables.",
@@ -109,6 +111,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def overrides(args: argparse.Namespace) -> dict:
+    """The options given that replace a preset's setting (``--epochs``, ``--lr``, ...), by field name."""
     names = ("epochs", "lr", "batch_size", "width", "dataset", "arch", "max_batches", "split")
     return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
 
@@ -226,7 +229,8 @@ def report(args: argparse.Namespace, results: list) -> None:
         Path(args.json).expanduser().write_text(_cache.dumps([r.to_dict() for r in results]))
 
 
-# Presets of the paper's other experiments, each with a CLI of its own that this one hands over to.
+#: Presets of the paper's other experiments, by name prefix, each with a CLI of its own that this one
+#: hands over to.
 OTHER_TASKS = {"vae-": "wnlib.experiments.vae", "dqn-": "wnlib.experiments.dqn"}
 
 
@@ -241,6 +245,7 @@ def _other_task(argv: Sequence[str]) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line (``argv``, default ``sys.argv[1:]``) and return its exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
     module = _other_task(argv)
     if module is not None:

@@ -23,9 +23,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+#: The environment variable that sets the cache directory.
 ENV_VAR = "WNLIB_CACHE"
+#: The cache directory when the environment variable is not set.
 DEFAULT_DIR = Path("~/.cache/wnlib")
-# Bump when a change to the training code changes what a configuration produces.
+#: Bump when a change to the training code changes what a configuration produces.
 RESULTS_VERSION = 1
 
 

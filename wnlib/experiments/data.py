@@ -41,7 +41,9 @@ from torch import Tensor
 
 from wnlib.experiments.cache import ENV_VAR, cache_dir
 
+#: The data sets :func:`load_dataset` knows.
 DATASETS = ("digits", "mnist1d", "mnist", "cifar10")
+#: The data sets that are downloaded (and checksum-verified) on first use; the others ship offline.
 DOWNLOADED = ("mnist", "cifar10")
 #: The shape of one example of each data set, channel first (known without loading it).
 INPUT_SHAPES: dict[str, tuple[int, ...]] = {
@@ -78,7 +80,7 @@ class Dataset:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        """Shape of one example, channel first: (C, L) or (C, H, W)."""
+        """Shape of one example, channel first, (C, L) or (C, H, W)."""
         return tuple(self.x_train.shape[1:])
 
     def validation_split(self, fraction: float = 0.2) -> Dataset:
@@ -115,7 +117,7 @@ def check_name(name: str, valid: Sequence[str], what: str) -> str:
 def load_dataset(
     name: str, *, split: str = "test", cache: str | os.PathLike[str] | None = None, download: bool = True
 ) -> Dataset:
-    """Load data set ``name`` (one of :data:`DATASETS`).
+    """Load data set ``name`` (one of :data:`~wnlib.experiments.data.DATASETS`).
 
     Args:
         name: ``digits``, ``mnist1d``, ``mnist`` or ``cifar10``.
@@ -143,6 +145,7 @@ def load_dataset(
     return data.validation_split() if split == "validation" else data
 
 
+#: What a loader returns, (x_train, y_train, x_test, y_test, number of classes).
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]
 
 
@@ -212,6 +215,7 @@ _MNIST_MIRRORS = (
     "http://yann.lecun.com/exdb/mnist/",
 )
 
+#: The files of each downloaded data set, with their mirrors and SHA-256 digests.
 REMOTE_FILES: dict[str, tuple[RemoteFile, ...]] = {
     "mnist": tuple(
         RemoteFile(name, tuple(m + name for m in _MNIST_MIRRORS), sha)

@@ -34,8 +34,9 @@ import wnlib
 from wnlib._threads import torch_threads
 from wnlib.experiments import cache as _cache
 
+#: The two parameterizations of §5.4 (names as in :mod:`wnlib.experiments.params`).
 DQN_PARAMS = ("normal", "weightnorm")
-#: Learning rates of §5.4: 0.0003 with weight norm, 0.0001 without.
+#: Learning rates of §5.4, 0.0003 with weight norm and 0.0001 without.
 PAPER_LEARNING_RATES = {"normal": 1e-4, "weightnorm": 3e-4}
 #: ``lr_scale`` multiplies both rates: the CPU preset's 15k steps are far fewer than Atari's millions, and
 #: at the paper's own rates neither network learns CartPole within them (both stay below a random

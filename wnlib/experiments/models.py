@@ -35,8 +35,10 @@ import wnlib.nn as wnn
 from wnlib.experiments.data import check_name
 from wnlib.experiments.params import Parameterization, get_parameterization
 
+#: The networks :func:`build_model` builds.
 ARCHITECTURES = ("mlp", "convnet", "paper_cnn")
-LEAKY_SLOPE = 0.1  # the paper's nn.lrelu
+#: The negative slope of the leaky ReLUs (the paper's ``nn.lrelu``).
+LEAKY_SLOPE = 0.1
 
 
 class GaussianNoise(nn.Module):
@@ -56,7 +58,7 @@ class GaussianNoise(nn.Module):
 
 
 class GlobalAveragePool(nn.Module):
-    """Mean over all positions: (N, C, *) -> (N, C)."""
+    """Mean over all positions: ``(N, C, *)`` -> (N, C)."""
 
     def forward(self, x: Tensor) -> Tensor:
         return x.flatten(2).mean(2)
@@ -232,8 +234,8 @@ def build_model(
     width: float = 1.0,
     **kwargs: Any,
 ) -> nn.Sequential:
-    """Network ``arch`` (one of :data:`ARCHITECTURES`) under parameterization ``param``, not yet
-    initialized from data: call :func:`initialize` next."""
+    """Network ``arch`` (one of :data:`~wnlib.experiments.models.ARCHITECTURES`) under parameterization
+    ``param``, not yet initialized from data: call :func:`initialize` next."""
     check_name(arch, ARCHITECTURES, "architecture")
     return _BUILDERS[arch](tuple(input_shape), num_classes, param, width=width, **kwargs)
 
@@ -250,8 +252,9 @@ def initialize(
     """Apply ``param``'s initialization to ``model`` (built by :func:`build_model` under ``param``).
 
     With ``data_init``: :func:`wnlib.data_dependent_init` on the batch ``x`` (the paper's code uses 500
-    training examples). It passes the batch in training mode with dropout off; :class:`GaussianNoise`
-    follows the model's mode (training, as :func:`~wnlib.experiments.training.fit` calls it). The
+    training examples). It passes the batch in training mode with dropout off;
+    :class:`~wnlib.experiments.models.GaussianNoise` follows the model's mode (training, as
+    :func:`~wnlib.experiments.training.fit` calls it). The
     paper's code initialized with noise and dropout both on. With a ``process_group`` the statistics are
     all-reduced, so every
     rank initializes identically from its own shard of the batch. With ``fold`` (``normal``): weight

@@ -4,14 +4,14 @@ The paper's CIFAR-10 comparison (Salimans & Kingma 2016, §5.1, Table 1, Figure 
 with different parameterizations of its layers. Here each is a :class:`Parameterization`, looked up by
 name with :func:`get_parameterization`:
 
-=====================  ======================================================================================
-``normal``             plain layers, w trained directly, from the paper's data-dependent init (§3, eq. 5–6)
-``weightnorm``         w = g·v/‖v‖ (eq. 2), torch's default init of v and g = ‖v‖
-``weightnorm_init``    weight norm + data-dependent init (§3)
-``batchnorm``          plain layers + ``torch.nn.BatchNorm`` (Ioffe & Szegedy 2015)
-``meanonly_bn``        plain layers + mean-only batch norm (§4, eq. 7)
+=======================  ==================================================================================
+``normal``               plain layers, w trained directly, from the data-dependent init (§3, eq. 5–6)
+``weightnorm``           w = g·v/‖v‖ (eq. 2), torch's default init of v and g = ‖v‖
+``weightnorm_init``      weight norm + data-dependent init (§3)
+``batchnorm``            plain layers + ``torch.nn.BatchNorm`` (Ioffe & Szegedy 2015)
+``meanonly_bn``          plain layers + mean-only batch norm (§4, eq. 7)
 ``weightnorm_meanonly``  weight norm + mean-only batch norm + data-dependent init (the paper's best model)
-=====================  ======================================================================================
+=======================  ==================================================================================
 
 How ``normal`` differs from the paper's code: there, a "no norm" layer computes w = g ⊙ w', with g set
 by the data-dependent init and then frozen, and Adam updates w'. Here the model is built with weight norm,
@@ -21,7 +21,7 @@ in the optimizer's geometry: Adam's per-coordinate step on w' moves w by about l
 while here it moves w by about lr. (Under plain SGD the two would also differ, by g² in the step.)
 
 :data:`PALETTE` gives each parameterization one colour (Okabe–Ito, colour-blind safe) for every figure
-in the book; colours and labels are the same as :mod:`wnlib.viz`'s (kept here too so that the
+in the book; colours and labels are the same as ``wnlib.viz``'s (kept here too so that the
 experiments need no matplotlib; a test checks that they agree).
 """
 
@@ -32,6 +32,7 @@ from typing import Literal
 
 from wnlib.experiments.data import check_name
 
+#: The normalization layer after each weight layer, batch norm, mean-only batch norm or none.
 Normalizer = Literal["batch", "mean_only"] | None
 
 
@@ -61,6 +62,7 @@ class Parameterization:
     color: str
 
 
+#: The six parameterizations, by name.
 PARAMETERIZATIONS: dict[str, Parameterization] = {
     p.name: p
     for p in (

@@ -45,7 +45,7 @@ from wnlib.experiments.data import check_name
 from wnlib.experiments.params import get_parameterization
 from wnlib.experiments.training import TrainConfig
 
-#: The best rates of the paper's search (§5.1; see the module docstring): 0.0003 for the normal
+#: The best rates of the paper's search (§5.1; see the module docstring). 0.0003 for the normal
 #: parameterization, 0.003 for every other (weight norm + mean-only BN takes the weight-norm rate).
 PAPER_LEARNING_RATES: dict[str, float] = {
     "normal": 0.0003,
@@ -56,7 +56,8 @@ PAPER_LEARNING_RATES: dict[str, float] = {
     "weightnorm_meanonly": 0.003,
 }
 
-#: Chosen by :func:`lr_sweep` on a validation split of MNIST-1D (see the module docstring).
+#: Chosen by :func:`~wnlib.experiments.results.lr_sweep` on a validation split of MNIST-1D (see the module
+#: docstring).
 CPU_LEARNING_RATES: dict[str, float] = {
     "normal": 0.003,
     "weightnorm": 0.01,
@@ -66,8 +67,9 @@ CPU_LEARNING_RATES: dict[str, float] = {
     "weightnorm_meanonly": 0.01,
 }
 
-# Each preset: the TrainConfig (less param, seed and lr), its learning-rate table, and the torch CPU thread
-# count it runs best with (small networks: 1 thread beats 2 busy cores; None: torch's default).
+#: The presets, by name. Each holds the TrainConfig (less param, seed and lr), its learning-rate table,
+#: and the torch CPU thread count it runs best with (small networks: 1 thread beats 2 busy cores; None:
+#: torch's default).
 PRESETS: dict[str, dict[str, Any]] = {
     # MNIST-1D, small 1-D convnet: the book's main comparison (six parameterizations × 3 seeds in minutes).
     "cpu-small": {
@@ -102,7 +104,8 @@ def make_config(
     preset: str = "cpu-small", param: str = "weightnorm", seed: int = 0, **overrides: Any
 ) -> TrainConfig:
     """The complete configuration of one run: ``preset``'s settings, ``param``, ``seed``, and any
-    field of :class:`TrainConfig` overridden by keyword (``lr=None`` means the preset's rate).
+    field of :class:`~wnlib.experiments.training.TrainConfig` overridden by keyword (``lr=None`` means the
+    preset's rate).
 
     Example:
         >>> make_config("cpu-small", "weightnorm_init", seed=1, epochs=3).lr

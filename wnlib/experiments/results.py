@@ -19,6 +19,7 @@ from wnlib.experiments.params import PARAMETERIZATIONS, get_parameterization
 from wnlib.experiments.presets import make_config, preset_threads
 from wnlib.experiments.training import RunResult, cached_result, train
 
+#: Every parameterization's name, in the order of the tables.
 ALL = tuple(PARAMETERIZATIONS)
 
 
@@ -242,7 +243,8 @@ def _stored_timings(key: str, cache_dir: str | None, params: list[str]) -> list[
 
 
 def curves(results: Iterable[RunResult], key: str = "test_error") -> dict[str, list[list[float]]]:
-    """Per parameterization, one list per seed of ``key`` (an :class:`EpochResult` field) by epoch."""
+    """Per parameterization, one list per seed of ``key`` (an
+    :class:`~wnlib.experiments.training.EpochResult` field) by epoch."""
     return {p: [[getattr(e, key) for e in r.epochs] for r in runs] for p, runs in _by_param(results).items()}
 
 

@@ -60,7 +60,9 @@ class TrainConfig:
         batch_size: minibatch size (global: split across ranks under torchrun).
         lr: Adam's learning rate before the decay.
         decay_start: fraction of training after which the rate decays linearly to 0 and β1 drops.
-        beta1, beta1_decay, beta2: Adam's β1 before and during the decay, and β2.
+        beta1: Adam's β1 before the decay.
+        beta1_decay: Adam's β1 during the decay.
+        beta2: Adam's β2.
         init_batch_size: training examples used by the data-dependent initialization (paper: 500).
         init_scale: the data-dependent init's target scale of each pre-activation (paper: 1).
         seed: seeds Python, NumPy and torch (model init, data order, noise and dropout).

@@ -73,6 +73,7 @@ from wnlib.experiments.training import _epochs_from_list, check_device, resolve_
 #: The two parameterizations of §5.2, both with the data-dependent init (names as in
 #: :mod:`wnlib.experiments.params`, so colours and labels match the other chapters).
 VAE_PARAMS = ("normal", "weightnorm_init")
+#: The data sets the VAE trains on (binarized).
 VAE_DATASETS = ("digits", "mnist")
 #: The seed of the one static binarization of each test set (the same for every run).
 TEST_BINARIZATION_SEED = 1234
@@ -92,10 +93,13 @@ class VAEConfig:
         channels: channels of the first stage; each of the two stages doubles them.
         blocks: residual blocks per stage, in the encoder and in the decoder.
         latent: dimension of z.
-        epochs, batch_size: passes over the training set, minibatch size (last incomplete one dropped).
-        lr, beta1, beta2: Adamax's α (the paper's 0.002) and β's (Kingma & Ba's defaults; PAPER.md
-            gives none for §5.2).
-        init_batch_size, init_scale: the data-dependent init's batch (paper's code: 500) and scale.
+        epochs: passes over the training set.
+        batch_size: minibatch size (the last incomplete one is dropped).
+        lr: Adamax's α (the paper's 0.002).
+        beta1: Adamax's β1 (Kingma & Ba's default; PAPER.md gives none for §5.2).
+        beta2: Adamax's β2 (Kingma & Ba's default).
+        init_batch_size: the data-dependent init's batch (paper's code: 500).
+        init_scale: the data-dependent init's target scale.
         test_samples: draws of z per test image in each epoch's test ELBO.
         iw_samples: draws of z per test image in the final importance-weighted bound (0: none).
         seed: seeds the weights, the data order, the binarization and the noise.
@@ -152,7 +156,7 @@ def _check_config_numbers(config: VAEConfig) -> None:
             raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
 
 
-#: The presets: ``vae-small`` is what the chapter runs on CPU; ``vae-paper`` the paper's scale (GPU).
+#: The presets. ``vae-small`` is what the chapter runs on CPU; ``vae-paper`` the paper's scale (GPU).
 VAE_PRESETS: dict[str, dict[str, Any]] = {
     "vae-small": {"config": {}, "seeds": (0, 1, 2, 3, 4), "threads": 1},
     "vae-paper": {
@@ -391,6 +395,7 @@ class VAERunResult:
         return self.init_seconds + sum(e.seconds + e.eval_seconds for e in self.epochs)
 
     def to_dict(self) -> dict[str, Any]:
+        """The run as a JSON-ready dict (what the cache stores; :meth:`from_dict` reads it back)."""
         d = asdict(self)
         d.pop("cached")
         d["diverged"] = self.diverged
@@ -689,6 +694,8 @@ def _positive_int(text: str) -> int:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The VAE command line's arguments (``sys.argv[1:]`` if ``argv`` is None); a bad one exits with
+    status 2."""
     p = _Parser(
         prog="python -m wnlib.experiments.vae",
         description="Train the convolutional VAE of Salimans & Kingma (2016, §5.2), normal vs weight norm.",

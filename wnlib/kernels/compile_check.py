@@ -30,9 +30,11 @@ from typing import Any
 
 import torch
 
+#: Streaming multiprocessors of an H100, for which the launch plans are made.
 H100_SMS = 132
 
-# (label, shape, dim, dtype): the benchmark's shapes plus every layout, split and dtype.
+#: The cases compiled, as (label, shape, dim, dtype), the benchmark's shapes plus every layout, split and
+#: dtype.
 CASES: list[tuple[str, tuple[int, ...], int | None, torch.dtype]] = [
     ("linear 16384² dim 0", (16384, 16384), 0, torch.float32),
     ("linear 16384² dim 0", (16384, 16384), 0, torch.bfloat16),
@@ -49,6 +51,7 @@ CASES: list[tuple[str, tuple[int, ...], int | None, torch.dtype]] = [
     ("linear 1024² dim -1", (1024, 1024), -1, torch.float64),
     ("2^31 elements dim 0", (65536, 32768), 0, torch.float32),
 ]
+#: The indices into :data:`CASES` that ``--quick`` compiles.
 QUICK = [0, 5, 6, 9, 11]
 
 
@@ -160,6 +163,7 @@ def _key(launch: Launch) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Compile every case for ``--arch`` and print each kernel's resources; the exit status (0, 1 or 2)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", type=int, default=90, help="compute capability, e.g. 90 for H100")
     parser.add_argument("--quick", action="store_true", help="a few representative cases only")
