@@ -3,17 +3,20 @@
 Weight normalization (Salimans & Kingma 2016) writes each output unit's weight vector as
 w = g · v/‖v‖ (eq. 2). Later methods normalize the weights differently, or normalize activations:
 
-- :func:`centered_weight_norm` (Huang et al. 2017): subtract each row's mean first, then eq. 2;
-- :func:`weight_standardization` (Qiao et al. 2019): each row to mean 0 and standard deviation 1,
-  which is centered weight norm with g = √fan_in;
-- :func:`spectral_norm` (Miyato et al. 2018): divide the whole matrix by its largest singular value
-  (estimated in practice by :func:`power_iteration`);
+Those weight-side methods are in :mod:`wnbook.baselines`:
+
+- centered weight norm (Huang et al. 2017): subtract each row's mean first, then eq. 2;
+- weight standardization (Qiao et al. 2019): each row to mean 0 and standard deviation 1, which is
+  centered weight norm with g = √fan_in;
+- spectral norm (Miyato et al. 2018): divide the whole matrix by its largest singular value (estimated
+  in practice by power iteration);
 - layer normalization (Ba et al. 2016) normalizes the pre-activations of each example across units;
   :func:`invariance_table` computes which re-scalings and shifts each method ignores.
 
 Weight norm makes a layer's function independent of ‖v‖, so the direction of v has an effective
-learning rate η/‖v‖² under SGD: :func:`scale_invariance` and :func:`rescaled_training` check it, and
-:func:`weight_decay_run` shows the equilibrium of ‖v‖ that weight decay on v sets up.
+learning rate η/‖v‖² under SGD: :func:`scale_invariance` and
+:func:`wnbook.training.rescaled_training` check it, and :func:`wnbook.training.weight_decay_run` shows
+the equilibrium of ‖v‖ that weight decay on v sets up.
 
 Everything is small, seeded and deterministic. Weights are (out, in) matrices (a convolution's weight
 is flattened to (out, in·k·k)); "row" means one output unit.

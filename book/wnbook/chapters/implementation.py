@@ -19,7 +19,7 @@ tables compute:
   float32 accumulation, with :func:`plot_bf16`;
 - :func:`scaled_vs_materialized`: y = (g/‖v‖) ⊙ (x vᵀ) + b against y = x wᵀ + b, values and gradients;
 - :func:`output_channels_scaled`: which output channels a single g moves (ConvTranspose's kept axis);
-- :func:`read_bench`, :func:`target_report`, :func:`plot_bench`, :func:`gpu_bench_markdown`: the tables
+- :func:`plot_bench`, :func:`gpu_bench_markdown` (parsed by :mod:`wnbook.benchmarks`): the tables
   written by ``python -m wnlib.bench`` and ``python -m wnlib.bench_gpu``.
 
 Everything is small, seeded and deterministic; the weight norm itself always comes from wnlib.

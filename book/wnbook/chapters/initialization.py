@@ -3,12 +3,13 @@
 The chapter follows the pre-activations of a deep ReLU network on scikit-learn's digits through its
 layers, with and without :func:`wnlib.data_dependent_init`:
 
-- :func:`deep_mlp` builds the network (weight-normalized ``Linear`` layers, torch's default init),
-  :func:`set_fixed_scale` gives every unit the same g (a data-free choice of scale);
+- :func:`wnbook.models.deep_mlp` builds the network (weight-normalized ``Linear`` layers, torch's
+  default init), :func:`wnbook.models.set_fixed_scale` gives every unit the same g (a data-free choice
+  of scale);
 - :func:`preactivation_profile` measures, layer by layer, the per-feature mean and standard deviation
   of t over a batch; :func:`depth_profiles` does so for the four settings the figures compare;
 - :func:`sharded_init` shows why the distributed init all-reduces (count, Σt, Σt²);
-- :func:`train_curves` is a short training run from each initialization;
+- :func:`~wnbook.training.train_curves` is a short training run from each initialization;
 - ``plot_*`` and :func:`depth_widget` draw them.
 
 Everything is seeded and small enough for one CPU thread.
@@ -138,10 +139,10 @@ def preactivation_profile(model: nn.Module, x: Tensor) -> DepthProfile:
 
 @functools.lru_cache(maxsize=64)
 def depth_profiles(depth: int = DEPTH, scale: float = 1.0, seed: int = 0) -> dict[str, DepthProfile]:
-    """The network of :func:`deep_mlp` under four settings, measured layer by layer.
+    """The network of :func:`~wnbook.models.deep_mlp` under four settings, measured layer by layer.
 
     - ``default``: torch's default init (g = ‖v‖), on the init batch;
-    - ``fixed``: every g = ``scale`` and b = 0 (:func:`set_fixed_scale`), on the init batch;
+    - ``fixed``: every g = ``scale`` and b = 0 (:func:`~wnbook.models.set_fixed_scale`), on the init batch;
     - ``ddi``: :func:`wnlib.data_dependent_init` with ``init_scale=scale`` on the init batch (eq. 5–6),
       measured on that batch;
     - ``ddi_heldout``: the same network measured on the held-out batch.
@@ -214,9 +215,9 @@ class ShardedInit:
 
 @torch.no_grad()
 def sharded_init(n_ranks: int = 2, depth: int = DEPTH, scale: float = 1.0, seed: int = 0) -> ShardedInit:
-    """Split the init batch into ``n_ranks`` shards and initialize the network of :func:`deep_mlp`
-    from each shard alone, from the pooled sums (count, Σt, Σt²) — the all-reduce of
-    ``process_group=...`` done by hand for the first layer — and from the whole batch."""
+    """Split the init batch into ``n_ranks`` shards and initialize the network of
+    :func:`wnbook.models.deep_mlp` from each shard alone, from the pooled sums (count, Σt, Σt²) — the
+    all-reduce of ``process_group=...`` done by hand for the first layer — and from the whole batch."""
     x_init, _ = digits_batches()
     shards = x_init.chunk(n_ranks)
     base = deep_mlp(depth, seed=seed)
@@ -343,8 +344,8 @@ def plot_heldout(profiles: dict[int, DepthProfile], scale: float = 1.0) -> plt.F
 
 
 def plot_training(curves: dict[str, dict[str, object]], window: int = 10, scale: float = 1.0) -> plt.Figure:
-    """Training loss (a running mean over ``window`` steps) from each initialization (of :func:`train_curves`
-    with this ``scale``)."""
+    """Training loss (a running mean over ``window`` steps) from each initialization (of
+    :func:`wnbook.training.train_curves` with this ``scale``)."""
     fig, ax = figure(height=3.2)
     with book_style():
         for init, run in curves.items():

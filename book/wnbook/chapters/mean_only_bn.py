@@ -139,7 +139,7 @@ class BatchNoise:
     scale: np.ndarray
 
     def kurtosis(self) -> dict[str, float]:
-        """Excess kurtosis of each noise (:func:`excess_kurtosis`)."""
+        """Excess kurtosis of each noise (:func:`wnbook.stats.excess_kurtosis`)."""
         return {k: excess_kurtosis(getattr(self, k)) for k in ("full", "mean_only", "scale")}
 
     def std(self) -> dict[str, float]:

@@ -358,8 +358,8 @@ def plot_lr_runs(wn: Sequence[LRRun], normal: Sequence[LRRun], show: Sequence[fl
 def lr_widget(wn: Sequence[LRRun], normal: Sequence[LRRun], value: float | None = None) -> object:
     """An ipywidgets ``interactive`` with a learning-rate slider over precomputed runs (no training on move).
 
-    ``wn`` and ``normal`` are :func:`lr_runs` results at the same learning rates; ``value`` is the
-    slider's initial learning rate (default: the middle one).
+    ``wn`` and ``normal`` are :func:`wnbook.training.lr_runs` results at the same learning rates;
+    ``value`` is the slider's initial learning rate (default: the middle one).
     """
     import ipywidgets as widgets
 
