@@ -47,8 +47,8 @@ help:
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(PY_STAMP): requirements.txt pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --disable-pip-version-check -r requirements.txt -e .
+$(PY_STAMP): requirements.txt pyproject.toml book/pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --disable-pip-version-check -r requirements.txt -e . -e book
 	@# Build matplotlib's font cache now. Otherwise the first notebook to import matplotlib
 	@# prints "building the font cache" to stderr and nbval sees an output the notebook lacks.
 	MPLBACKEND=Agg $(BIN)/python -c "import matplotlib.pyplot"

@@ -199,11 +199,8 @@ def test_zca_whitens_random_data():
 # --------------------------------------------------------------------------------------------------
 
 
-def test_palette_has_one_colour_per_parameterization_matching_viz():
+def test_palette_has_one_colour_per_parameterization():
     assert set(ex.PALETTE) == set(PARAMS) and len(set(ex.PALETTE.values())) == len(PARAMS)
-    viz = pytest.importorskip("wnlib.viz.style")
-    assert viz.PALETTE == ex.PALETTE
-    assert {p: ex.PARAMETERIZATIONS[p].label for p in PARAMS} == viz.LABELS
 
 
 @pytest.mark.parametrize("param", PARAMS)

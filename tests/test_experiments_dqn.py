@@ -8,9 +8,10 @@ import torch
 from torch import nn
 
 import wnlib
+from wnbook import files
+from wnbook.chapters import dqn as vd
 from wnlib.experiments import cache as _cache
 from wnlib.experiments import dqn
-from wnlib.viz import dqn as vd
 
 TINY = {"steps": 300, "learning_starts": 50, "target_update": 50, "buffer_size": 200, "batch_size": 16}
 
@@ -109,7 +110,7 @@ def test_committed_grid_is_complete_and_read_from_the_cache():
 @pytest.mark.slow
 def test_retraining_a_committed_run_reproduces_it():
     config = dqn.make_dqn_config("dqn-small", "weightnorm", 0)
-    stored = dqn.cached_dqn_result(config, str(vd.committed_cache()))
+    stored = dqn.cached_dqn_result(config, str(files.committed_cache()))
     assert stored is not None
     fresh = dqn.fit_dqn(config)
     assert fresh.returns == stored.returns and fresh.episode_ends == stored.episode_ends

@@ -21,16 +21,17 @@ from pathlib import Path
 import pytest
 import torch
 
+from wnbook import files
+from wnbook.chapters import experiments as vx
 from wnlib import experiments as ex
 from wnlib.experiments import __main__ as cli
 from wnlib.experiments import cache as cache_mod
 from wnlib.experiments import training as train_mod
-from wnlib.viz import experiments as vx
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = ["--preset", "cpu-digits", "--param", "normal", "--epochs", "1", "--max-batches", "2", "--quiet"]
-COMMITTED = Path(__file__).resolve().parents[1] / "book" / "data" / "experiments"
+COMMITTED = files.committed_cache()
 
 
 def strict_json(text: str):

@@ -1,4 +1,5 @@
-"""Tests of the convolutional VAE of §5.2 (wnlib.experiments.vae) and its chapter's helpers (wnlib.viz.vae).
+"""Tests of the convolutional VAE of §5.2 (wnlib.experiments.vae) and its chapter's helpers
+(wnbook.chapters.vae).
 
 The bound is checked against the exact log-likelihood of a tiny model with a one-dimensional latent
 (by quadrature), the KL term against a Monte Carlo estimate; the cache and the command line like the
@@ -24,11 +25,12 @@ import pytest
 import torch
 
 import wnlib
+from wnbook import files
 from wnlib.experiments import cache as _cache
 from wnlib.experiments import vae
 
 ROOT = Path(__file__).resolve().parents[1]
-CACHE = ROOT / "book" / "data" / "experiments"
+CACHE = files.committed_cache()
 TINY = {"epochs": 2, "max_batches": 3, "init_batch_size": 100, "test_samples": 1, "iw_samples": 5}
 PINNED = {  # the environment the committed runs were trained in (the Makefile's NB_ENV)
     "OMP_NUM_THREADS": "1",
@@ -276,7 +278,7 @@ def test_cli_missing_mnist_is_a_download_error(tmp_path, capsys, monkeypatch):
 
 
 def test_the_committed_grid_is_complete(monkeypatch):
-    from wnlib.viz import vae as vv
+    from wnbook.chapters import vae as vv
 
     monkeypatch.setattr(vae, "fit_vae", lambda *a, **k: pytest.fail("a committed run is missing: retrain"))
     results = vv.committed_grid()
@@ -285,7 +287,7 @@ def test_the_committed_grid_is_complete(monkeypatch):
 
 
 def test_viz_helpers_on_synthetic_runs():
-    from wnlib.viz import vae as vv
+    from wnbook.chapters import vae as vv
 
     def run(param: str, seed: int, elbos: list[float], var: float) -> vae.VAERunResult:
         config = vae.make_vae_config("vae-small", param, seed, epochs=len(elbos))
@@ -314,7 +316,7 @@ def test_a_committed_run_is_reproduced_exactly_by_training_it_again(tmp_path):
     every recorded number but the timings exactly."""
     config = vae.make_vae_config("vae-small", "normal", 0)
     stored = vae.cached_vae_result(config, device="cpu", cache_dir=str(CACHE))
-    assert stored is not None, "the committed run is missing: retrain the grid (see wnlib.viz.vae)"
+    assert stored is not None, "the committed run is missing: retrain the grid (see wnbook.chapters.vae)"
     code = (
         "import json, sys; from wnlib.experiments import vae; "
         "c = vae.make_vae_config('vae-small', 'normal', 0); "

@@ -16,8 +16,8 @@ the output axis):
 Each variant is reported as a ratio to the plain network: the median over rounds of the per-round
 ratio, ± half its interquartile range (the run-to-run noise), and the peak memory allocated during one
 step. The table is printed, and written as Markdown to ``--out`` (the Implementation chapter reads
-``book/data/bench_cpu.md``, written by ``python -m wnlib.bench --out book/data/bench_cpu.md`` from the
-repository root).
+``book/wnbook/data/bench_cpu.md``, the book package's data file, written by
+``python -m wnlib.bench --out book/wnbook/data/bench_cpu.md`` from the repository root).
 """
 
 from __future__ import annotations

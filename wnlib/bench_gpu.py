@@ -1,6 +1,6 @@
 """GPU benchmark of the fused Triton weight-norm kernels against a copy, PyTorch ops and torch's kernel.
 
-    python -m wnlib.bench_gpu [--out book/data/bench_gpu.md] [--quick] [--repeats N] [--sweep]
+    python -m wnlib.bench_gpu [--out book/wnbook/data/bench_gpu.md] [--quick] [--repeats N] [--sweep]
 
 Needs a CUDA GPU and Triton. In one run, for weight shapes from 256×256 to 16384×16384 (float32, and
 bfloat16 for the large ones) and a 512×512×3×3 conv weight, all normalized along ``dim=0``, it times
@@ -47,7 +47,7 @@ from torch import Tensor, nn
 #: The ε of max(‖v‖, ε) in every method compared.
 EPS = 1e-12
 #: Where ``--out`` writes the tables unless told otherwise (relative to the working directory).
-DEFAULT_OUT = Path("book/data/bench_gpu.md")
+DEFAULT_OUT = Path("book/wnbook/data/bench_gpu.md")
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,7 @@ in the optimizer's geometry: Adam's per-coordinate step on w' moves w by about l
 while here it moves w by about lr. (Under plain SGD the two would also differ, by g² in the step.)
 
 :data:`PALETTE` gives each parameterization one colour (Okabe–Ito, colour-blind safe) for every figure
-in the book; colours and labels are the same as ``wnlib.viz``'s (kept here too so that the
-experiments need no matplotlib; a test checks that they agree).
+in the book (the book's package ``wnbook.style`` takes its palette and labels from here).
 """
 
 from __future__ import annotations

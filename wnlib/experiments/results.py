@@ -285,15 +285,25 @@ def _format(value: Any, floatfmt: str) -> str:
 
 
 def markdown_table(
-    rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None, floatfmt: str = ".4g"
+    rows: Sequence[dict[str, Any]],
+    columns: Sequence[str] | None = None,
+    floatfmt: str = ".4g",
+    align: str | None = None,
 ) -> str:
-    """A Markdown table of ``rows`` (dicts; columns: ``columns`` or the first row's keys)."""
+    """A Markdown table of ``rows`` (dicts; columns: ``columns`` or the first row's keys).
+
+    ``align``: one letter per column, ``l`` (the default for every column) or ``r`` (right-aligned,
+    for numbers).
+    """
     if not rows:
         return ""
     columns = list(columns or rows[0])
+    align = align or "l" * len(columns)
+    if len(align) != len(columns) or set(align) - {"l", "r"}:
+        raise ValueError(f"align must be one of 'l' or 'r' per column ({len(columns)}), got {align!r}")
     lines = [
         "| " + " | ".join(columns) + " |",
-        "|" + "|".join("---" for _ in columns) + "|",
+        "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|",
     ]
     lines += ["| " + " | ".join(_format(row.get(c, ""), floatfmt) for c in columns) + " |" for row in rows]
     return "\n".join(lines)

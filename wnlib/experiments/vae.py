@@ -32,7 +32,7 @@ the minibatches of the epoch, and the test ELBO (nats per image, averaged over `
 z per image); the last epoch also records the importance-weighted bound with ``iw_samples`` draws
 (Burda et al. 2016), a tighter lower bound on log p(x). Runs are cached on disk exactly like the
 classification runs (:mod:`wnlib.experiments.cache`); the chapter's are committed in
-``book/data/experiments``.
+``book/wnbook/data/experiments`` (read back by the book package ``wnbook``).
 
 Example:
     >>> from wnlib.experiments import vae
