@@ -4,9 +4,14 @@ Run by `make site` (and `make test`, after the build) as `pytest -m browser test
 plain unit-test run deselects it. It serves _build/html on 127.0.0.1, blocks every request that
 leaves that server, and for each page checks that it loads, that its math is typeset by the
 site's own MathJax, that its images have loaded, that its widgets are rendered by the site's own
-ipywidgets bundle, that notebook pages carry the Binder launch link, and that the browser console
-shows no error beyond the allow-list below. A full-page screenshot of each page goes to
-artifacts/screenshots/.
+ipywidgets bundle, that notebook pages carry the Binder launch link, that the browser console
+shows no error beyond the allow-list below, that the server answered no request with an error and
+that each page names an icon the site serves (else browsers ask for /favicon.ico). It loads each
+page twice: at 1280 px and at phone width, 390 px, where no page may scroll sideways and nothing
+may be cut off: whatever is wider than the column (a display equation, a table, code) must lie
+inside a box of its own that scrolls sideways, and start where that box can scroll to. The same
+check runs at 1280 px. A full-page screenshot of each page at each width goes to
+artifacts/screenshots/ (NAME.png and NAME@390px.png).
 
 Chromium is Debian's (/usr/bin/chromium): Playwright's own browser download cannot work here.
 Without it the test skips, except under CI (CI=true), where a missing browser is a failure.
@@ -14,6 +19,7 @@ Without it the test skips, except under CI (CI=true), where a missing browser is
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import os
@@ -46,9 +52,6 @@ CHROMIUM_FLAGS = [
 # Console errors and uncaught exceptions a good page still produces. Each entry is matched against
 # the whole message; anything else fails the test.
 CONSOLE_ALLOW_LIST = [
-    # sphinx-thebe (0.3.1) writes its inline config script, `const THEBE_JS_URL = ...`, into every
-    # page twice, and the second copy throws. Harmless: thebe is off (launch_buttons.thebe: false).
-    re.compile(r"Identifier 'THEBE_JS_URL' has already been declared"),
     # pydata-sphinx-theme reads the light/dark choice from localStorage; a fresh browser profile
     # has none, which it logs as an error before falling back to "auto".
     re.compile(r"Got invalid theme mode: \. Resetting to auto\."),
@@ -58,6 +61,12 @@ CONSOLE_ALLOW_LIST = [
 #   served copy of the bundle, so the fonts load from _static/widgets/.
 # - ipywidgets calling the MathJax 2 API (MathJax.Hub.Queue): the same script translates those
 #   calls to MathJax 3, so math in widget labels is typeset too.
+# - "Identifier 'THEBE_JS_URL' has already been declared": Sphinx 7.4 wrote sphinx-thebe's inline
+#   config script into every page twice; book/_ext/inline_scripts.py writes each inline script once.
+# - a 404 for /favicon.ico: the pages declare _static/favicon.svg (html.favicon in _config.yml).
+
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 390, "height": 844}
 
 
 def _config() -> dict:
@@ -85,7 +94,16 @@ def _is_notebook(doc: str) -> bool:
     return (ROOT / f"{doc}.ipynb").is_file()
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+class _RecordingHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves the site quietly, noting every request the server answered with an error."""
+
+    errors: list[str]  # set per server, by a subclass
+
+    def log_request(self, code="-", size="-"):
+        status = getattr(code, "value", code)
+        if isinstance(status, int) and status >= 400:
+            self.errors.append(f"server answered {status}: {self.path}")
+
     def log_message(self, *args):
         pass
 
@@ -99,9 +117,17 @@ def site() -> Path:
 
 
 @pytest.fixture(scope="session")
-def base_url(site):
+def server_errors() -> list[str]:
+    """Every request the site's server answered with 4xx/5xx, whoever made it (the browser's own
+    requests, such as /favicon.ico, do not reach Playwright's response events)."""
+    return []
+
+
+@pytest.fixture(scope="session")
+def base_url(site, server_errors):
     """The built site, served from a thread on 127.0.0.1 at a free port."""
-    handler = functools.partial(_QuietHandler, directory=str(SITE))
+    handler_class = type("Handler", (_RecordingHandler,), {"errors": server_errors})
+    handler = functools.partial(handler_class, directory=str(SITE))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -180,11 +206,104 @@ PROSE_TEXT_JS = """() => {
     return article.textContent;
 }"""
 
+# Can a reader see all of each drawn element that `selector` matches, at the page's scroll origin
+# or by scrolling a box sideways? Walking up from the element: an ancestor that clips (overflow-x
+# hidden or clip) must contain it; one that scrolls (auto or scroll) may have it stick out on the
+# right, which the reader scrolls to, but not on the left, which no scrolling reaches; the outermost
+# such box, or the element itself if there is none, must lie within the viewport. Returns one line
+# per element that fails. MathJax's screen-reader copy (mjx-assistive-mml) is never drawn: skipped.
+CUT_OFF_JS = """selector => {
+    const width = window.innerWidth;
+    const modes = new Map();
+    const overflowX = e => {
+        if (!modes.has(e)) modes.set(e, getComputedStyle(e).overflowX);
+        return modes.get(e);
+    };
+    const name = e => e.tagName.toLowerCase() + (e.id ? "#" + e.id : "")
+        + Array.from(e.classList).slice(0, 2).map(c => "." + c).join("");
+    const span = r => `x ${Math.round(r.left)}..${Math.round(r.right)}`;
+    const problem = e => {
+        let box = e.getBoundingClientRect();
+        if (box.width === 0 || box.height === 0 || e.closest("mjx-assistive-mml")) return null;
+        const what = `${name(e)} (${span(box)})`;
+        let outermost = null;
+        for (let p = e.parentElement; p; p = p.parentElement) {
+            const mode = overflowX(p);
+            if (mode === "visible") continue;
+            const outer = p.getBoundingClientRect();
+            const scrolls = mode === "auto" || mode === "scroll";
+            if (box.left < outer.left - 1)
+                return `${what} starts left of ${name(p)} (${span(outer)}, overflow-x ${mode}), `
+                    + (scrolls ? "where scrolling cannot reach it" : "which cuts it off");
+            if (!scrolls && box.right > outer.right + 1)
+                return `${what} is cut off by ${name(p)} (${span(outer)}, overflow-x ${mode})`;
+            box = outer;
+            outermost = p;
+        }
+        if (box.left < -1 || box.right > width + 1)
+            return `${what} lies outside the ${width} px viewport`
+                + (outermost ? `: so does ${name(outermost)} (${span(box)}) that holds it`
+                              : " and is in no box that scrolls");
+        return null;
+    };
+    return Array.from(document.querySelectorAll(selector)).map(problem).filter(p => p);
+}"""
 
-@pytest.mark.parametrize("doc", _toc_docs())
-def test_page(doc, base_url, browser):
+
+# A display equation: MathJax's box, which must fit, and the typeset math in it, which must start
+# where that box can scroll to.
+DISPLAY_MATH = 'mjx-container[display="true"], mjx-container[display="true"] > mjx-math'
+
+
+def _cut_off(page, selector: str, what: str) -> str | None:
+    """None if every `selector` element can be seen whole (CUT_OFF_JS), else a failure message."""
+    problems = page.evaluate(CUT_OFF_JS, selector)
+    if not problems:
+        return None
+    width = page.evaluate("() => window.innerWidth")
+    shown = "\n".join(problems[:12]) + (f"\n... and {len(problems) - 12} more" if len(problems) > 12 else "")
+    return f"at {width} px, {len(problems)} {what} cut off or out of reach:\n{shown}"
+
+
+class LoadedPage:
+    """A page of the site, opened in a fresh browser context and fully rendered."""
+
+    def __init__(self, page, record: PageRecord, has_mathjax: bool, n_views: int):
+        self.page, self.record = page, record
+        self.has_mathjax, self.n_views = has_mathjax, n_views
+
+    def screenshot(self, name: str) -> None:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+    def check_layout(self) -> None:
+        """No page scrolls sideways; no display equation, table or other article content is cut off
+        or out of reach (see CUT_OFF_JS)."""
+        page = self.page
+        wide, width = page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
+        sideways = f"the page is {wide} px wide in a {width} px viewport: it scrolls sideways"
+        failures = [
+            sideways if wide > width else None,
+            _cut_off(page, DISPLAY_MATH, "display equations (or their boxes)"),
+            _cut_off(page, "article table", "tables"),
+            _cut_off(page, "article, article *", "elements of the article"),
+        ]
+        failures = [f for f in failures if f]
+        assert not failures, "\n\n".join(failures)
+
+    def check_clean(self, server_errors: list[str], first_server_error: int) -> None:
+        """Nothing fetched from outside, no console error beyond the allow-list, no failed request."""
+        record = self.record
+        assert not record.blocked, f"requests outside the site (no internet): {record.blocked}"
+        unexpected = record.unexpected_errors() + server_errors[first_server_error:]
+        assert not unexpected, "console and server errors:\n" + "\n".join(unexpected)
+
+
+@contextlib.contextmanager
+def _open_page(browser, base_url: str, doc: str, viewport: dict):
+    """Open `doc` at `viewport` and wait until its math, widgets, images and fonts are ready."""
     record = PageRecord(base_url)
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context = browser.new_context(viewport=viewport)
     context.route("**/*", record.route)
     page = context.new_page()
     page.on("console", record.on_console)
@@ -203,8 +322,6 @@ def test_page(doc, base_url, browser):
                 page, "() => window.MathJax && MathJax.startup && MathJax.startup.promise", "MathJax to start"
             )
             page.evaluate("() => MathJax.startup.promise")
-        n_math = page.locator("article .math").count()
-        n_untypeset = page.locator("article .math:not(:has(mjx-container))").count()
 
         # Widgets: the embed manager replaced each widget view in the HTML by a rendered control.
         n_views = html.count('type="application/vnd.jupyter.widget-view+json"')
@@ -226,16 +343,26 @@ def test_page(doc, base_url, browser):
             "the images to load",
         )
         page.evaluate("() => document.fonts.ready.then(() => true)")
+        yield LoadedPage(page, record, has_mathjax, n_views)
+    finally:
+        context.close()
 
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOTS / f"{doc.replace('/', '__')}.png"), full_page=True)
 
+@pytest.mark.parametrize("doc", _toc_docs())
+def test_page(doc, base_url, browser, server_errors):
+    first_server_error = len(server_errors)
+    with _open_page(browser, base_url, doc, DESKTOP) as loaded:
+        page, n_views = loaded.page, loaded.n_views
+        loaded.screenshot(doc.replace("/", "__"))
+
+        n_math = page.locator("article .math").count()
+        n_untypeset = page.locator("article .math:not(:has(mjx-container))").count()
         assert n_untypeset == 0, f"{n_untypeset} of {n_math} math elements were not typeset"
         prose = page.evaluate(PROSE_TEXT_JS)
         for delimiter in ("$$", "\\[", "\\(", "\\begin{"):
             assert delimiter not in prose, f"raw TeX {delimiter!r} left in the page text"
         if n_math:
-            assert has_mathjax, "the page has math but does not load MathJax"
+            assert loaded.has_mathjax, "the page has math but does not load MathJax"
             assert page.locator("article mjx-container").count() >= n_math
 
         images = page.evaluate(
@@ -276,11 +403,34 @@ def test_page(doc, base_url, browser):
             assert f"{doc}.ipynb" in (links.first.get_attribute("href") or "")
             assert page.locator('a[href^="https://colab.research.google.com/github/"]').count() >= 1
 
-        assert not record.blocked, f"requests outside the site (no internet): {record.blocked}"
-        unexpected = record.unexpected_errors()
-        assert not unexpected, "console errors:\n" + "\n".join(unexpected)
-    finally:
-        context.close()
+        # The page names its icon, and the site serves it: a browser asks for /favicon.ico only when
+        # a page names none (it does so once per browser, late, so the server log alone can miss it).
+        icons = page.eval_on_selector_all('head link[rel~="icon"]', "links => links.map(l => l.href)")
+        assert icons, "the page declares no icon, so browsers ask for /favicon.ico, which is not there"
+        for icon in icons:
+            assert icon.startswith(base_url + "/"), f"icon {icon} is not on the site"
+            assert page.request.get(icon).status == 200, f"icon {icon} is not served"
+
+        loaded.check_layout()  # e.g. a wide table scrolls in its box rather than being clipped
+        loaded.check_clean(server_errors, first_server_error)
+
+
+@pytest.mark.parametrize("doc", _toc_docs())
+def test_page_at_phone_width(doc, base_url, browser, server_errors):
+    """At 390 px (a phone held upright) the page does not scroll sideways, and every display
+    equation and table, and everything else in the article, can be seen whole, in place or by
+    scrolling its own box."""
+    first_server_error = len(server_errors)
+    with _open_page(browser, base_url, doc, PHONE) as loaded:
+        loaded.screenshot(f"{doc.replace('/', '__')}@{PHONE['width']}px")
+        loaded.check_layout()
+        loaded.check_clean(server_errors, first_server_error)
+
+
+def test_server_answered_every_request(base_url, server_errors):
+    """After every page has been loaded: the server answered no request with an error. A request
+    the browser makes late, after its page's test ended (an icon, say), is caught here."""
+    assert not server_errors, "\n".join(server_errors)
 
 
 def test_every_toc_page_was_built(site):
