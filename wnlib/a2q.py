@@ -33,11 +33,12 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from wnlib.variants import centered_l1_weight_norm, l1_weight_norm, zero_center
+from wnlib.variants import _zero_center, centered_l1_weight_norm, l1_weight_norm
 
 __all__ = [
     "Accumulation",
     "AccumulatorAwareLinear",
+    "Mode",
     "a2q_accumulator_bits",
     "a2q_l1_bound",
     "a2q_plus_accumulator_bits",
@@ -307,7 +308,7 @@ class AccumulatorAwareLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_features))
         qmax = 2 ** (self.weight_bits - 1) - 1
         self.log_s = nn.Parameter((w.abs().amax(1) / qmax).log())
-        u = zero_center(w, 0) if mode == "a2q+" else w
+        u = _zero_center(w, 0) if mode == "a2q+" else w
         self.g = nn.Parameter(u.abs().sum(1))
 
     @property

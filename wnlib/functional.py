@@ -38,20 +38,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from wnlib._defaults import DEFAULT_EPS
+
 __all__ = [
     "DEFAULT_EPS",
     "SCALED_LINEAR_MIN_NUMEL",
+    "Backend",
     "ScaledLinearFunction",
     "TritonWeightNorm",
     "WeightNormFunction",
-    "accumulation_dtype",
     "canonical_dim",
     "check_eps",
-    "check_inputs",
     "get_backend",
-    "identity_gain",
     "linear",
-    "num_slices",
     "set_backend",
     "slice_norm",
     "slice_shape",
@@ -60,7 +59,6 @@ __all__ = [
     "weight_norm_backward",
 ]
 
-DEFAULT_EPS = 1e-12
 Backend = Literal["auto", "torch", "triton"]
 _BACKENDS = ("auto", "torch", "triton")
 _backend: Backend = "auto"
@@ -103,7 +101,7 @@ def check_eps(eps: object) -> float:
     return eps
 
 
-def num_slices(v: Tensor, dim: int | None) -> int:
+def _num_slices(v: Tensor, dim: int | None) -> int:
     """How many norms (and g values) v has: its size along the kept axis, or 1 for dim=None."""
     return 1 if dim is None else v.shape[dim]
 
@@ -116,7 +114,7 @@ def slice_shape(v: Tensor, dim: int | None) -> list[int]:
     return shape
 
 
-def check_inputs(v: Tensor, g: Tensor, dim: int | None) -> None:
+def _check_inputs(v: Tensor, g: Tensor, dim: int | None) -> None:
     """Raise a specific error for anything eq. 2 cannot be applied to."""
     for name, t in (("v", v), ("g", g)):
         if not isinstance(t, Tensor):
@@ -129,7 +127,7 @@ def check_inputs(v: Tensor, g: Tensor, dim: int | None) -> None:
         raise ValueError(f"v is on {v.device} but g is on {g.device}")
     if v.numel() == 0:
         raise ValueError(f"v is empty (shape {tuple(v.shape)}): there is no direction to normalize")
-    n = num_slices(v, dim)
+    n = _num_slices(v, dim)
     keepdim = tuple(slice_shape(v, dim))
     if g.numel() != n or (g.ndim > 1 and tuple(g.shape) != keepdim):
         where = "as one slice (dim=None)" if dim is None else f"along dim {dim}"
@@ -139,7 +137,7 @@ def check_inputs(v: Tensor, g: Tensor, dim: int | None) -> None:
         )
 
 
-def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     """float32 for float16/bfloat16 (norms and dot products lose too much otherwise), else dtype."""
     return torch.float32 if dtype in _LOW_PRECISION else dtype
 
@@ -155,7 +153,7 @@ def slice_norm(v: Tensor, dim: int | None, eps: float = DEFAULT_EPS) -> Tensor:
     The clamp (the convention of ``torch.nn.functional.normalize``) keeps a zero slice finite: its w is 0
     and its gradients are finite (∇g = 0, ∇v = (g/eps)·∇w). Any slice with ‖v‖ ≥ eps is untouched.
     """
-    acc = accumulation_dtype(v.dtype)
+    acc = _accumulation_dtype(v.dtype)
     if dim is None:
         n = torch.linalg.vector_norm(v, dtype=acc).reshape(1)
     elif v.ndim == 1:
@@ -449,7 +447,7 @@ def _fused(v: Tensor, g: Tensor, dim: int, eps: float) -> Tensor | None:
     return w
 
 
-def identity_gain(v: Tensor, dim: int | None, eps: float = DEFAULT_EPS) -> Tensor:
+def _identity_gain(v: Tensor, dim: int | None, eps: float = DEFAULT_EPS) -> Tensor:
     """The g for which ``weight_norm(v, g, dim, eps)`` returns v bit for bit (in eager mode).
 
     That is ‖v‖ per slice as the op itself computes it, in v's dtype: shape (S,), or () for
@@ -458,7 +456,7 @@ def identity_gain(v: Tensor, dim: int | None, eps: float = DEFAULT_EPS) -> Tenso
 
     Example:
         >>> v = torch.randn(4, 3)
-        >>> torch.equal(weight_norm(v, identity_gain(v, 0)), v)
+        >>> torch.equal(weight_norm(v, _identity_gain(v, 0)), v)
         True
     """
     dim = canonical_dim(v, dim)
@@ -534,7 +532,7 @@ def weight_norm(v: Tensor, g: Tensor, dim: int | None = 0, eps: float = DEFAULT_
                 [0., 1.]])
     """
     dim = canonical_dim(v, dim)
-    check_inputs(v, g, dim)
+    _check_inputs(v, g, dim)
     return _weight_norm(v, g, dim, check_eps(eps))
 
 
@@ -665,7 +663,7 @@ def linear(x: Tensor, v: Tensor, g: Tensor, bias: Tensor | None = None, eps: flo
     """
     if not isinstance(v, Tensor) or v.ndim != 2:
         raise ValueError(f"linear expects v of shape (out, in), got {getattr(v, 'shape', type(v).__name__)}")
-    check_inputs(v, g, 0)
+    _check_inputs(v, g, 0)
     _check_linear_input(x, v)
     return _linear(x, v, g, bias, check_eps(eps))
 

@@ -24,7 +24,9 @@ import itertools
 import torch
 from torch import Tensor, nn
 
-from wnlib.parametrize import is_weight_normed, remove_weight_norm
+from wnlib.parametrize import is_weight_normed, remove_weight_norm, weight_norm_specs
+
+__all__ = ["MeanOnlyBatchNorm", "fold_for_inference", "fold_mean_only_bn"]
 
 
 class MeanOnlyBatchNorm(nn.Module):
@@ -175,7 +177,7 @@ def fold_for_inference(model: nn.Module) -> nn.Module:
         fold_mean_only_bn(layer, bn)
         seq._modules[second] = nn.Identity()
     for module in model.modules():
-        for name in list(module.__dict__.get("_weight_norm", {})):
+        for name in weight_norm_specs(module):
             remove_weight_norm(module, name)
     return model
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-DEFAULT_EPS = 1e-12
+from wnlib._defaults import DEFAULT_EPS
 
 
 def _reduce_axes(ndim: int, dim: int | None) -> tuple[int, ...]:

@@ -35,15 +35,15 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from wnlib._defaults import DEFAULT_EPS
 from wnlib.functional import (
-    DEFAULT_EPS,
-    accumulation_dtype,
+    _accumulation_dtype,
+    _check_inputs,
     canonical_dim,
     check_eps,
-    check_inputs,
     slice_shape,
 )
-from wnlib.parametrize import check_parameter, default_dim, is_weight_normed
+from wnlib.parametrize import _check_parameter, _default_dim, is_weight_normed
 
 __all__ = [
     "L1WeightNormSpec",
@@ -54,7 +54,6 @@ __all__ = [
     "l1_weight_norm_module",
     "l1_weight_norm_specs",
     "remove_l1_weight_norm",
-    "zero_center",
 ]
 
 _DEFAULT_DIM = "default"
@@ -77,13 +76,13 @@ def l1_slice_norm(v: Tensor, dim: int | None, eps: float = DEFAULT_EPS) -> Tenso
     A composite op (abs, sum, clamp_min): its derivative is sign(v) (0 at v_i = 0) where ‖v‖₁ > eps,
     and 0 where the clamp is active, so a zero slice has w = 0 and finite gradients.
     """
-    acc = accumulation_dtype(v.dtype)
+    acc = _accumulation_dtype(v.dtype)
     return v.to(acc).abs().sum(_reduced_axes(v, dim), keepdim=True).clamp_min(eps)
 
 
-def zero_center(v: Tensor, dim: int | None) -> Tensor:
+def _zero_center(v: Tensor, dim: int | None) -> Tensor:
     """v − mean(v) per slice (A2Q+'s zero-centering), in the accumulation dtype; ``dim`` canonical."""
-    acc = accumulation_dtype(v.dtype)
+    acc = _accumulation_dtype(v.dtype)
     v = v.to(acc)
     return v - v.mean(_reduced_axes(v, dim), keepdim=True)
 
@@ -92,7 +91,7 @@ def _checked(v: Tensor, g: Tensor, dim: int | None, eps: object) -> tuple[int | 
     if not isinstance(v, Tensor):
         raise TypeError(f"v must be a torch.Tensor, got {type(v).__name__}")
     dim = canonical_dim(v, dim)
-    check_inputs(v, g, dim)
+    _check_inputs(v, g, dim)
     return dim, check_eps(eps)
 
 
@@ -131,7 +130,7 @@ def l1_weight_norm(v: Tensor, g: Tensor, dim: int | None = 0, eps: float = DEFAU
                 [ 0.5000,  0.5000]])
     """
     dim, eps = _checked(v, g, dim, eps)
-    return _scale_by_l1(v.to(accumulation_dtype(v.dtype)), v, g, dim, eps)
+    return _scale_by_l1(v.to(_accumulation_dtype(v.dtype)), v, g, dim, eps)
 
 
 def centered_l1_weight_norm(v: Tensor, g: Tensor, dim: int | None = 0, eps: float = DEFAULT_EPS) -> Tensor:
@@ -149,7 +148,7 @@ def centered_l1_weight_norm(v: Tensor, g: Tensor, dim: int | None = 0, eps: floa
         tensor([[ 2., -2.,  0.]])
     """
     dim, eps = _checked(v, g, dim, eps)
-    return _scale_by_l1(zero_center(v, dim), v, g, dim, eps)
+    return _scale_by_l1(_zero_center(v, dim), v, g, dim, eps)
 
 
 def _op(centered: bool):
@@ -250,7 +249,7 @@ def _check_can_apply(module: nn.Module, name: str) -> Tensor:
             f"this {kind} has (L2) weight norm from wnlib.weight_norm; remove it first "
             "(wnlib.remove_weight_norm) to combine it with L1 weight norm"
         )
-    return check_parameter(module, name, "L1 weight norm")
+    return _check_parameter(module, name, "L1 weight norm")
 
 
 def l1_weight_norm_module(
@@ -281,12 +280,12 @@ def l1_weight_norm_module(
         ['bias', 'weight_g', 'weight_v']
     """
     w = _check_can_apply(module, name)
-    dim = canonical_dim(w, default_dim(module) if dim == _DEFAULT_DIM else dim)
+    dim = canonical_dim(w, _default_dim(module) if dim == _DEFAULT_DIM else dim)
     eps = check_eps(eps)
     if not isinstance(centered, bool):
         raise TypeError(f"centered must be True or False, got {type(centered).__name__} {centered!r}")
     with torch.no_grad():
-        u = zero_center(w, dim) if centered else w
+        u = _zero_center(w, dim) if centered else w
         g = l1_slice_norm(u, dim, eps).to(w.dtype)
         g = g.reshape(()) if dim is None else g.reshape(-1)
     params = module.__dict__["_parameters"]
