@@ -39,6 +39,26 @@ from torch import Tensor, nn
 import wnlib
 from wnlib._threads import torch_threads
 
+__all__ = [
+    "NORMALIZED",
+    "VARIANTS",
+    "Case",
+    "Step",
+    "cases",
+    "convpool_cnn_c",
+    "layer_cases",
+    "machine",
+    "main",
+    "model_cases",
+    "peak_memory",
+    "rl_critic",
+    "run_case",
+    "table",
+    "time_step",
+    "variants",
+    "vocoder_stack",
+]
+
 NORMALIZED = (nn.Linear, nn.modules.conv._ConvNd)
 VARIANTS = ("plain", "wnlib", "torch parametrizations", "torch legacy")
 

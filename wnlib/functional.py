@@ -214,7 +214,9 @@ def set_backend(name: Backend) -> None:
     if name not in _BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose one of {_BACKENDS}")
     if name == "triton" and not _kernels().available():
-        raise RuntimeError("backend 'triton' needs the triton package: pip install triton")
+        raise RuntimeError(
+            'backend "triton" needs Triton, which is not importable here: pip install "wnlib[gpu]"'
+        )
     _backend = name
 
 

@@ -50,6 +50,15 @@ from torch import Tensor, nn
 from wnlib.mean_only_bn import MeanOnlyBatchNorm
 from wnlib.parametrize import gain, is_weight_normed, set_gain, weight_norm_specs
 
+__all__ = [
+    "InitError",
+    "InitReport",
+    "LayerInit",
+    "constant_rtol",
+    "data_dependent_init",
+    "output_axis",
+]
+
 _CONSTANT_ULPS = 1000
 """A feature is constant when σ[t] ≤ _CONSTANT_ULPS · eps(dtype) · rms(t) (capped at 1e-2 · rms(t))."""
 

@@ -26,6 +26,15 @@ import numpy as np
 
 from wnlib._defaults import DEFAULT_EPS
 
+__all__ = [
+    "DEFAULT_EPS",
+    "grad_g",
+    "grad_v",
+    "grad_v_projection",
+    "norm",
+    "weight",
+]
+
 
 def _reduce_axes(ndim: int, dim: int | None) -> tuple[int, ...]:
     """Axes summed over for the norm: every axis except the kept one (all of them for dim=None)."""

@@ -30,7 +30,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from wnlib.experiments.data import check_name
+from wnlib.experiments.data import _check_name
+
+__all__ = [
+    "PALETTE",
+    "PARAMETERIZATIONS",
+    "Normalizer",
+    "Parameterization",
+    "get_parameterization",
+]
 
 Normalizer = Literal["batch", "mean_only"] | None
 
@@ -85,4 +93,4 @@ def get_parameterization(name: str | Parameterization) -> Parameterization:
     """The :class:`Parameterization` called ``name``; a ValueError listing the valid names otherwise."""
     if isinstance(name, Parameterization):
         return name
-    return PARAMETERIZATIONS[check_name(name, tuple(PARAMETERIZATIONS), "parameterization")]
+    return PARAMETERIZATIONS[_check_name(name, tuple(PARAMETERIZATIONS), "parameterization")]
