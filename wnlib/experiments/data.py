@@ -377,9 +377,13 @@ class ZCA:
     (it is symmetric), so whitened images still look like images, with edges emphasized. ``ε`` (the
     paper's code uses 1e-5) keeps directions of near-zero variance from being blown up.
 
-    Example:
-        >>> zca = ZCA().fit(x_train)
-        >>> x_white = zca.apply(x_test)
+    Example (whitened training data has covariance ≈ I):
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> x_train = rng.normal(size=(2000, 3)) @ np.array([[2.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 0.5]])
+        >>> x_white = ZCA().fit(x_train).apply(x_train)
+        >>> bool(np.allclose(np.cov(x_white, rowvar=False, bias=True), np.eye(3), atol=1e-3))
+        True
     """
 
     def __init__(self, regularization: float = 1e-5) -> None:

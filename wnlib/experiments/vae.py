@@ -36,8 +36,10 @@ classification runs (:mod:`wnlib.experiments.cache`); the chapter's are committe
 
 Example:
     >>> from wnlib.experiments import vae
-    >>> config = vae.make_vae_config("vae-small", "weightnorm_init", seed=0, epochs=1, max_batches=2)
-    >>> result = vae.fit_vae(config, device="cpu")[1]
+    >>> config = vae.make_vae_config(
+    ...     "vae-small", "weightnorm_init", seed=0, epochs=1, max_batches=2, test_samples=1, iw_samples=0
+    ... )
+    >>> result = vae.fit_vae(config, device="cpu", threads=1)[1]
     >>> len(result.epochs), result.epochs[0].test_elbo < 0
     (1, True)
 """
