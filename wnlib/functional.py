@@ -152,6 +152,14 @@ def slice_norm(v: Tensor, dim: int | None, eps: float = DEFAULT_EPS) -> Tensor:
 
     The clamp (the convention of ``torch.nn.functional.normalize``) keeps a zero slice finite: its w is 0
     and its gradients are finite (∇g = 0, ∇v = (g/eps)·∇w). Any slice with ‖v‖ ≥ eps is untouched.
+
+    Example:
+        >>> import torch
+        >>> from wnlib.functional import slice_norm
+        >>> slice_norm(torch.tensor([[3.0, 4.0], [0.0, 0.0]]), 0)
+        tensor([5.0000e+00, 1.0000e-12])
+        >>> slice_norm(torch.ones(2, 3, dtype=torch.float16), 1).dtype  # accumulated in float32
+        torch.float32
     """
     acc = _accumulation_dtype(v.dtype)
     if dim is None:
@@ -227,7 +235,16 @@ def get_backend() -> Backend:
 
 @contextlib.contextmanager
 def use_backend(name: Backend) -> Iterator[None]:
-    """Context manager form of :func:`set_backend`; restores the previous backend on exit."""
+    """Context manager form of :func:`set_backend`; restores the previous backend on exit.
+
+    Example:
+        >>> import torch
+        >>> from wnlib.functional import get_backend, use_backend, weight_norm
+        >>> with use_backend("torch"):  # PyTorch ops even on CUDA tensors
+        ...     w = weight_norm(torch.ones(2, 3), torch.ones(2))
+        >>> get_backend()
+        'auto'
+    """
     previous = _backend
     set_backend(name)
     try:

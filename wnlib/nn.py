@@ -102,6 +102,18 @@ class Linear(WeightNormLayer, nn.Linear):
 
     For large layers and batches with no more rows than ``in_features`` the forward never forms w: it
     computes (g/‖v‖) ⊙ (x vᵀ) + b (see :func:`wnlib.functional.linear`).
+
+    Example:
+        >>> import torch
+        >>> import wnlib.nn as wnn
+        >>> _ = torch.manual_seed(0)
+        >>> layer = wnn.Linear(20, 40)
+        >>> sorted(n for n, _ in layer.named_parameters()), tuple(layer.weight_g.shape)
+        (['bias', 'weight_g', 'weight_v'], (40,))
+        >>> layer(torch.randn(8, 20)).shape
+        torch.Size([8, 40])
+        >>> torch.allclose(layer.weight.norm(dim=1), layer.weight_g)  # ‖w‖ = g per output unit
+        True
     """
 
     def forward(self, input: Tensor) -> Tensor:
@@ -148,7 +160,15 @@ class Conv1d(_Conv, nn.Conv1d):
 
 
 class Conv2d(_Conv, nn.Conv2d):
-    """``nn.Conv2d`` with w = g·v/‖v‖ per output channel (dim 0)."""
+    """``nn.Conv2d`` with w = g·v/‖v‖ per output channel (dim 0).
+
+    Example:
+        >>> import torch
+        >>> import wnlib.nn as wnn
+        >>> conv = wnn.Conv2d(3, 8, 3, padding=1)
+        >>> conv(torch.randn(2, 3, 5, 5)).shape, tuple(conv.weight_g.shape)
+        (torch.Size([2, 8, 5, 5]), (8,))
+    """
 
 
 class Conv3d(_Conv, nn.Conv3d):
@@ -160,7 +180,16 @@ class ConvTranspose1d(_ConvTranspose, nn.ConvTranspose1d):
 
 
 class ConvTranspose2d(_ConvTranspose, nn.ConvTranspose2d):
-    """``nn.ConvTranspose2d`` with w = g·v/‖v‖ per output channel (weights are (in, out, kh, kw): dim 1)."""
+    """``nn.ConvTranspose2d`` with w = g·v/‖v‖ per output channel (weights are (in, out, kh, kw): dim 1).
+
+    Example:
+        >>> import torch
+        >>> import wnlib
+        >>> import wnlib.nn as wnn
+        >>> up = wnn.ConvTranspose2d(8, 3, 2, stride=2)
+        >>> up(torch.randn(1, 8, 4, 4)).shape, wnlib.weight_norm_spec(up).dim, tuple(up.weight_g.shape)
+        (torch.Size([1, 3, 8, 8]), 1, (3,))
+    """
 
 
 class ConvTranspose3d(_ConvTranspose, nn.ConvTranspose3d):

@@ -235,6 +235,18 @@ class EffectiveWeight(Tensor):
     one (every op on it returns a plain tensor, gradients flow to v and g), except that an in-place write
     into it, or into a view of it or its ``.data``, raises. w is computed afresh on every read, so such a
     write (``nn.init.zeros_(layer.weight)``, ``layer.weight.data.fill_(1)``) would otherwise be lost.
+
+    Example:
+        >>> import torch
+        >>> import wnlib
+        >>> layer = wnlib.weight_norm(torch.nn.Linear(4, 3))
+        >>> type(layer.weight).__name__, type(layer.weight * 2).__name__
+        ('EffectiveWeight', 'Tensor')
+        >>> try:
+        ...     torch.nn.init.zeros_(layer.weight)
+        ... except RuntimeError as error:
+        ...     print(str(error).split(",")[0])
+        zero_ would write into 'weight' of this Linear
     """
 
     _wn_where: str
@@ -508,6 +520,18 @@ def remove_weight_norm(module: nn.Module, name: str = "weight") -> nn.Module:
 
     The module returns to its plain class (e.g. ``wnlib.nn.Linear`` becomes ``nn.Linear``) once no
     parameter is normalized, and computes the same outputs as before.
+
+    Example:
+        >>> import torch
+        >>> import wnlib
+        >>> _ = torch.manual_seed(0)
+        >>> layer, x = wnlib.weight_norm(torch.nn.Linear(4, 3)), torch.randn(2, 4)
+        >>> y = layer(x)
+        >>> plain = wnlib.remove_weight_norm(layer)
+        >>> type(plain).__name__, sorted(n for n, _ in plain.named_parameters())
+        ('Linear', ['bias', 'weight'])
+        >>> torch.allclose(plain(x), y)
+        True
     """
     specs = dict(_specs(module))
     if name not in specs:
@@ -667,6 +691,16 @@ def to_torch_state_dict(
     written in torch's keep-dim shape. The torch module must be built with the same ``dim`` (for
     ConvTranspose that means ``dim=1``; torch's default there is 0). A module used at several places
     of the model is written under each of its names, as ``state_dict()`` does.
+
+    Example:
+        >>> import torch
+        >>> import wnlib
+        >>> layer = wnlib.weight_norm(torch.nn.Linear(4, 3))
+        >>> theirs = torch.nn.utils.parametrizations.weight_norm(torch.nn.Linear(4, 3))
+        >>> theirs.load_state_dict(wnlib.to_torch_state_dict(layer))
+        <All keys matched successfully>
+        >>> torch.allclose(theirs.weight, layer.weight)
+        True
     """
     if format not in ("parametrizations", "legacy"):
         raise ValueError(f"format must be 'parametrizations' or 'legacy', got {format!r}")

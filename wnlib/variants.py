@@ -75,6 +75,13 @@ def l1_slice_norm(v: Tensor, dim: int | None, eps: float = DEFAULT_EPS) -> Tenso
 
     A composite op (abs, sum, clamp_min): its derivative is sign(v) (0 at v_i = 0) where ‖v‖₁ > eps,
     and 0 where the clamp is active, so a zero slice has w = 0 and finite gradients.
+
+    Example:
+        >>> import torch
+        >>> from wnlib.variants import l1_slice_norm
+        >>> l1_slice_norm(torch.tensor([[3.0, -1.0], [0.5, 0.5]]), 0)
+        tensor([[4.],
+                [1.]])
     """
     acc = _accumulation_dtype(v.dtype)
     return v.to(acc).abs().sum(_reduced_axes(v, dim), keepdim=True).clamp_min(eps)
@@ -300,7 +307,17 @@ def l1_weight_norm_module(
 
 
 def remove_l1_weight_norm(module: nn.Module, name: str = "weight") -> nn.Module:
-    """Fold the L1-normalized weight back into a plain parameter ``name`` (same outputs as before)."""
+    """Fold the L1-normalized weight back into a plain parameter ``name`` (same outputs as before).
+
+    Example:
+        >>> import torch
+        >>> from wnlib.variants import l1_weight_norm_module, remove_l1_weight_norm
+        >>> layer = l1_weight_norm_module(torch.nn.Linear(4, 3))
+        >>> w = layer.weight.detach().clone()
+        >>> plain = remove_l1_weight_norm(layer)
+        >>> type(plain).__name__, torch.allclose(plain.weight, w)
+        ('Linear', True)
+    """
     specs = dict(module.__dict__.get("_l1_weight_norm", {}))
     if name not in specs:
         has = f"; it has L1 weight norm on {sorted(specs)}" if specs else ""

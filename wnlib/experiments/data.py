@@ -380,7 +380,8 @@ class ZCA:
     Example (whitened training data has covariance ≈ I):
         >>> import numpy as np
         >>> rng = np.random.default_rng(0)
-        >>> x_train = rng.normal(size=(2000, 3)) @ np.array([[2.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 0.5]])
+        >>> mix = np.array([[2.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 0.5]])
+        >>> x_train = rng.normal(size=(2000, 3)) @ mix  # correlated features
         >>> x_white = ZCA().fit(x_train).apply(x_train)
         >>> bool(np.allclose(np.cov(x_white, rowvar=False, bias=True), np.eye(3), atol=1e-3))
         True
