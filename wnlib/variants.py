@@ -176,14 +176,27 @@ class L1WeightNormSpec:
     centered: bool
 
 
+# The instance attribute holding {name: L1WeightNormSpec}; replaced, never changed in place.
+_L1_SPECS_ATTR = "_l1_weight_norm"
+
+
+def _l1_specs(module: nn.Module) -> dict[str, L1WeightNormSpec]:
+    """The live name -> spec mapping of ``module`` (empty if none); do not change it."""
+    return module.__dict__.get(_L1_SPECS_ATTR, {})
+
+
+def _set_l1_specs(module: nn.Module, specs: dict[str, L1WeightNormSpec]) -> None:
+    module.__dict__[_L1_SPECS_ATTR] = dict(specs)
+
+
 def l1_weight_norm_specs(module: nn.Module) -> dict[str, L1WeightNormSpec]:
     """The L1-weight-normalized parameters of ``module`` itself (not its children), name -> spec."""
-    return dict(module.__dict__.get("_l1_weight_norm", {}))
+    return dict(_l1_specs(module))
 
 
 def is_l1_weight_normed(module: nn.Module, name: str | None = None) -> bool:
     """Whether ``module`` has L1 weight norm (on ``name``, or on any parameter when name is None)."""
-    specs = module.__dict__.get("_l1_weight_norm", {})
+    specs = _l1_specs(module)
     return bool(specs) if name is None else name in specs
 
 
@@ -191,7 +204,7 @@ def _l1_property(name: str) -> property:
     """``module.<name>`` computed from ``<name>_v`` and ``<name>_g`` by the spec's op."""
 
     def fget(self: nn.Module) -> Tensor:
-        spec = self.__dict__.get("_l1_weight_norm", {}).get(name)
+        spec = _l1_specs(self).get(name)
         params = self.__dict__["_parameters"]
         if spec is None:
             if name in params:
@@ -206,7 +219,7 @@ class _L1WeightNormMixin:
     """Clear errors on assignment to the computed weight, a repr showing the norm, and pickling."""
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name in self.__dict__.get("_l1_weight_norm", {}):
+        if name in _l1_specs(self):
             raise AttributeError(
                 f"{name!r} of this {type(self).__name__} is computed from {name}_v and {name}_g; "
                 f"assign to those, or call wnlib.variants.remove_l1_weight_norm(module, {name!r}) first"
@@ -215,12 +228,12 @@ class _L1WeightNormMixin:
 
     def extra_repr(self) -> str:
         base = super().extra_repr()
-        specs = self.__dict__.get("_l1_weight_norm", {}).items()
+        specs = _l1_specs(self).items()
         norms = ", ".join(f"{n}: dim={s.dim}, centered={s.centered}" for n, s in specs)
         return f"{base}, l1_weight_norm=({norms})" if base else f"l1_weight_norm=({norms})"
 
     def __reduce_ex__(self, protocol: Any) -> Any:
-        names = tuple(sorted(self.__dict__["_l1_weight_norm"]))
+        names = tuple(sorted(_l1_specs(self)))
         return (_new_instance, (type(self)._l1_plain, names), self.__getstate__())
 
 
@@ -240,7 +253,7 @@ def _new_instance(plain: type[nn.Module], names: tuple[str, ...]) -> nn.Module:
 
 def _set_class(module: nn.Module) -> None:
     plain = type(module).__dict__.get("_l1_plain", type(module))
-    names = tuple(sorted(module.__dict__.get("_l1_weight_norm", {})))
+    names = tuple(sorted(_l1_specs(module)))
     module.__class__ = _generated_class(plain, names) if names else plain
 
 
@@ -249,7 +262,7 @@ def _check_can_apply(module: nn.Module, name: str) -> Tensor:
     if not isinstance(module, nn.Module):
         raise TypeError(f"l1_weight_norm_module takes an nn.Module, got {type(module).__name__}")
     kind = type(module).__name__
-    if name in module.__dict__.get("_l1_weight_norm", {}):
+    if name in _l1_specs(module):
         raise ValueError(f"L1 weight norm is already applied to {name!r} of this {kind}")
     if is_weight_normed(module):
         raise ValueError(
@@ -297,11 +310,11 @@ def l1_weight_norm_module(
         g = g.reshape(()) if dim is None else g.reshape(-1)
     params = module.__dict__["_parameters"]
     del params[name]
-    specs = dict(module.__dict__.get("_l1_weight_norm", {}))
+    specs = dict(_l1_specs(module))
     specs[name] = L1WeightNormSpec(dim, eps, centered)
     module.register_parameter(f"{name}_v", nn.Parameter(w.detach(), w.requires_grad))
     module.register_parameter(f"{name}_g", nn.Parameter(g, w.requires_grad))
-    module.__dict__["_l1_weight_norm"] = specs
+    _set_l1_specs(module, specs)
     _set_class(module)
     return module
 
@@ -318,7 +331,7 @@ def remove_l1_weight_norm(module: nn.Module, name: str = "weight") -> nn.Module:
         >>> type(plain).__name__, torch.allclose(plain.weight, w)
         ('Linear', True)
     """
-    specs = dict(module.__dict__.get("_l1_weight_norm", {}))
+    specs = dict(_l1_specs(module))
     if name not in specs:
         has = f"; it has L1 weight norm on {sorted(specs)}" if specs else ""
         raise ValueError(f"{type(module).__name__} has no L1 weight norm on {name!r} to remove{has}")
@@ -326,7 +339,7 @@ def remove_l1_weight_norm(module: nn.Module, name: str = "weight") -> nn.Module:
         w = getattr(module, name).detach().clone()
     requires_grad = module._parameters[f"{name}_v"].requires_grad
     del specs[name]
-    module.__dict__["_l1_weight_norm"] = specs
+    _set_l1_specs(module, specs)
     del module._parameters[f"{name}_v"], module._parameters[f"{name}_g"]
     _set_class(module)
     module.register_parameter(name, nn.Parameter(w, requires_grad))
