@@ -34,7 +34,7 @@ help:
 	@echo "make book       build the HTML into _build/html (sets up .venv and assets first)"
 	@echo "make test       lint, unit tests, nbval, book build, browser test"
 	@echo "make lint       ruff check . and actionlint on .github/workflows"
-	@echo "make unit       pytest unit tests in tests/ (not the browser test)"
+	@echo "make unit       pytest unit tests in tests/ and wnlib's doctests (not the browser test)"
 	@echo "make nbval      re-execute every book notebook and compare its outputs"
 	@echo "make notebooks  re-execute every chapter in place (then commit the outputs)"
 	@echo "make site       browser test of the built site (needs make book first)"
@@ -104,8 +104,9 @@ lint: $(PY_STAMP)
 	@$(TIMED) { $(BIN)/ruff check . && $(BIN)/actionlint .github/workflows/*.yml; }
 
 # The browser test is deselected here by the `-m "not browser"` default in pyproject.toml.
+# --doctest-modules runs the `>>>` examples in wnlib's docstrings (tests/ has none).
 unit: $(PY_STAMP)
-	@$(TIMED) $(BIN)/pytest -n $(JOBS) tests
+	@$(TIMED) $(BIN)/pytest -n $(JOBS) --doctest-modules tests wnlib
 
 # The notebooks' printed numbers should come out the same on other x86-64 machines with AVX2: one thread
 # (no thread-count-dependent reduction order) and the AVX2 code paths of ATen, MKL and oneDNN, both when

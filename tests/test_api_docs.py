@@ -27,8 +27,8 @@ import wnlib
 
 ROOT = Path(__file__).resolve().parents[1]
 API = ROOT / "book" / "api"
-# The chapters' own helpers, on their way out of the library (issue 11): not library API.
-NOT_API = ("wnlib.viz",)
+# Modules that are not library API (none since the chapters' helpers moved to the book's wnbook).
+NOT_API: tuple[str, ...] = ()
 DIRECTIVE = re.compile(r"^\.\. (auto\w+|py:\w+):: (\S+)((?:\n   :.*)*)", re.M)
 
 

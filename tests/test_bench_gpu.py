@@ -46,7 +46,7 @@ def test_torch_ops_baseline_is_eq2(shape: tuple, dim: int, dtype: torch.dtype) -
     g = torch.randn(bench_gpu.keepdim_shape(shape, dim), dtype=torch.float64).to(dtype)
     axes = [a for a in range(len(shape)) if a != dim]
     v64 = v.double()
-    expected = g.double() * v64 / torch.sqrt((v64 * v64).sum(axes, keepdim=True) + bench_gpu.EPS)
+    expected = g.double() * v64 / torch.sqrt((v64 * v64).sum(axes, keepdim=True) + bench_gpu.DEFAULT_EPS)
     tol = dict(rtol=1e-6, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-2, atol=1e-2)
     torch.testing.assert_close(bench_gpu.torch_ops_weight_norm(v, g, dim).double(), expected, **tol)
 

@@ -23,7 +23,7 @@ pytest.importorskip(
     reason="Triton is not installed: the optional fused kernels (pip install wnlib[gpu]) are untested",
 )
 
-from wnlib import kernels
+from wnlib import DEFAULT_EPS, kernels
 from wnlib.functional import TritonWeightNorm
 from wnlib.kernels import triton_wn as T
 
@@ -38,7 +38,7 @@ else:  # pragma: no cover - depends on the environment
         allow_module_level=True,
     )
 
-EPS = 1e-12
+EPS = DEFAULT_EPS  # the op's default, which the kernels are called with
 
 # (shape, dim): rows (dim 0), columns (last dim), a middle dim (ConvTranspose), the whole tensor (None);
 # slices of 1, 7, 130, 1000 elements, none a multiple of a block.

@@ -8,6 +8,10 @@ from collections.abc import Iterator
 
 import torch
 
+__all__ = [
+    "torch_threads",
+]
+
 
 @contextlib.contextmanager
 def torch_threads(n: int | None) -> Iterator[None]:

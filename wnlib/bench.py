@@ -39,6 +39,26 @@ from torch import Tensor, nn
 import wnlib
 from wnlib._threads import torch_threads
 
+__all__ = [
+    "NORMALIZED",
+    "VARIANTS",
+    "Case",
+    "Step",
+    "cases",
+    "convpool_cnn_c",
+    "layer_cases",
+    "machine",
+    "main",
+    "model_cases",
+    "peak_memory",
+    "rl_critic",
+    "run_case",
+    "table",
+    "time_step",
+    "variants",
+    "vocoder_stack",
+]
+
 #: The layer types the benchmark puts weight norm on (Linear and every Conv/ConvTranspose).
 NORMALIZED = (nn.Linear, nn.modules.conv._ConvNd)
 #: The versions of each case that are timed; the first, the plain network, is the baseline of every ratio.

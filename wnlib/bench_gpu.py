@@ -44,8 +44,36 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-#: The ε of max(‖v‖, ε) in every method compared.
-EPS = 1e-12
+from wnlib._defaults import DEFAULT_EPS
+from wnlib._extras import require
+
+__all__ = [
+    "DEFAULT_OUT",
+    "LAYER_COLUMNS",
+    "SWEEP_COLUMNS",
+    "WEIGHT_COLUMNS",
+    "LayerCase",
+    "Timer",
+    "TritonWNLinear",
+    "WeightCase",
+    "bandwidth_gbs",
+    "environment",
+    "format_table",
+    "keepdim_shape",
+    "layer_cases",
+    "main",
+    "rel_err",
+    "render",
+    "run_layer_case",
+    "run_sweep_case",
+    "run_weight_case",
+    "sweep_cases",
+    "sweep_overrides",
+    "torch_ops_weight_norm",
+    "traffic_bytes",
+    "weight_cases",
+]
+
 #: Where ``--out`` writes the tables unless told otherwise (relative to the working directory).
 DEFAULT_OUT = Path("book/wnbook/data/bench_gpu.md")
 
@@ -109,7 +137,7 @@ def keepdim_shape(shape: Sequence[int], dim: int) -> list[int]:
     return out
 
 
-def torch_ops_weight_norm(v: Tensor, g: Tensor, dim: int, eps: float = EPS) -> Tensor:
+def torch_ops_weight_norm(v: Tensor, g: Tensor, dim: int, eps: float = DEFAULT_EPS) -> Tensor:
     """w = g · v / max(‖v‖, eps) with plain PyTorch ops (the unfused baseline), norms in float32 for
     half-precision ``v``; ``g`` has the keep-dim shape."""
     axes = [a for a in range(v.ndim) if a != dim]
@@ -212,8 +240,8 @@ def run_weight_case(case: WeightCase, timer: Timer, device: torch.device) -> lis
     g_req = g_kd.detach().requires_grad_()
     methods: dict[str, tuple[Callable[[], object], Callable[[Tensor, Tensor], Tensor]]] = {
         "triton": (
-            lambda: kernels.weight_norm_forward(v, g, case.dim, EPS),
-            lambda v_, g_: TritonWeightNorm.apply(v_, g_, case.dim, EPS)[0],
+            lambda: kernels.weight_norm_forward(v, g, case.dim, DEFAULT_EPS),
+            lambda v_, g_: TritonWeightNorm.apply(v_, g_, case.dim, DEFAULT_EPS)[0],
         ),
         "torch._weight_norm": (
             lambda: torch._weight_norm(v, g_kd, case.dim),
@@ -317,7 +345,7 @@ def run_sweep_case(case: WeightCase, timer: Timer, device: torch.device) -> list
     A, S, B = T.view_3d(case.shape, case.dim)
     n_sm = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
     default = T.make_plan(A, S, B, v.element_size(), n_sm)
-    w_ref, norm_ref = T.forward(v, g, case.dim, EPS, plan=default)
+    w_ref, norm_ref = T.forward(v, g, case.dim, DEFAULT_EPS, plan=default)
     grad_ref = T.backward(grad_w, v, g, norm_ref, case.dim, plan=default)[0]
     rows = []
     plans = [("default", default)]
@@ -328,10 +356,10 @@ def run_sweep_case(case: WeightCase, timer: Timer, device: torch.device) -> list
             continue
         seen.add(plan)
         try:  # a plan that fails (to compile, say) is reported, not fatal: the sweep is exploratory
-            w, norm = T.forward(v, g, case.dim, EPS, plan=plan)
+            w, norm = T.forward(v, g, case.dim, DEFAULT_EPS, plan=plan)
             grad_v = T.backward(grad_w, v, g, norm, case.dim, plan=plan)[0]
             err: float | str = max(rel_err(w, w_ref), rel_err(grad_v, grad_ref))
-            fwd_ms = timer(lambda plan=plan: T.forward(v, g, case.dim, EPS, plan=plan))
+            fwd_ms = timer(lambda plan=plan: T.forward(v, g, case.dim, DEFAULT_EPS, plan=plan))
             bwd_ms = timer(lambda plan=plan: T.backward(grad_w, v, g, norm_ref, case.dim, plan=plan))
         except Exception as exc:
             err = f"failed: {type(exc).__name__}"
@@ -394,7 +422,7 @@ class TritonWNLinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         from wnlib.functional import TritonWeightNorm
 
-        return F.linear(x, TritonWeightNorm.apply(self.v, self.g, 0, EPS)[0], self.bias)
+        return F.linear(x, TritonWeightNorm.apply(self.v, self.g, 0, DEFAULT_EPS)[0], self.bias)
 
 
 def run_layer_case(case: LayerCase, timer: Timer, device: torch.device) -> list[dict]:
@@ -487,8 +515,7 @@ LAYER_COLUMNS = [
 
 def environment() -> dict[str, str]:
     """GPU name and library versions for the report's header."""
-    import triton
-
+    triton = require("triton", "the GPU benchmark's report")
     return {
         "gpu": torch.cuda.get_device_name(),
         "torch": torch.__version__,
@@ -557,7 +584,7 @@ def main(argv: list[str] | None = None) -> None:
     from wnlib import kernels
 
     if not kernels.available():
-        raise SystemExit("python -m wnlib.bench_gpu needs Triton: pip install wnlib[gpu]")
+        raise SystemExit("python -m wnlib.bench_gpu needs Triton: pip install \"wnlib[gpu]\"")
     from wnlib.kernels import triton_wn
 
     if triton_wn.interpreted():

@@ -38,20 +38,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from wnlib._defaults import DEFAULT_EPS
+
 __all__ = [
     "DEFAULT_EPS",
     "SCALED_LINEAR_MIN_NUMEL",
+    "Backend",
     "ScaledLinearFunction",
     "TritonWeightNorm",
     "WeightNormFunction",
-    "accumulation_dtype",
     "canonical_dim",
     "check_eps",
-    "check_inputs",
     "get_backend",
-    "identity_gain",
     "linear",
-    "num_slices",
     "set_backend",
     "slice_norm",
     "slice_shape",
@@ -60,8 +59,6 @@ __all__ = [
     "weight_norm_backward",
 ]
 
-#: The default ε of max(‖v‖, ε), the lower bound on the norm (see :func:`weight_norm`).
-DEFAULT_EPS = 1e-12
 Backend = Literal["auto", "torch", "triton"]
 _BACKENDS = ("auto", "torch", "triton")
 _backend: Backend = "auto"
@@ -104,7 +101,7 @@ def check_eps(eps: object) -> float:
     return eps
 
 
-def num_slices(v: Tensor, dim: int | None) -> int:
+def _num_slices(v: Tensor, dim: int | None) -> int:
     """How many norms (and g values) v has: its size along the kept axis, or 1 for dim=None."""
     return 1 if dim is None else v.shape[dim]
 
@@ -117,7 +114,7 @@ def slice_shape(v: Tensor, dim: int | None) -> list[int]:
     return shape
 
 
-def check_inputs(v: Tensor, g: Tensor, dim: int | None) -> None:
+def _check_inputs(v: Tensor, g: Tensor, dim: int | None) -> None:
     """Raise a specific error for anything eq. 2 cannot be applied to."""
     for name, t in (("v", v), ("g", g)):
         if not isinstance(t, Tensor):
@@ -130,7 +127,7 @@ def check_inputs(v: Tensor, g: Tensor, dim: int | None) -> None:
         raise ValueError(f"v is on {v.device} but g is on {g.device}")
     if v.numel() == 0:
         raise ValueError(f"v is empty (shape {tuple(v.shape)}): there is no direction to normalize")
-    n = num_slices(v, dim)
+    n = _num_slices(v, dim)
     keepdim = tuple(slice_shape(v, dim))
     if g.numel() != n or (g.ndim > 1 and tuple(g.shape) != keepdim):
         where = "as one slice (dim=None)" if dim is None else f"along dim {dim}"
@@ -140,7 +137,7 @@ def check_inputs(v: Tensor, g: Tensor, dim: int | None) -> None:
         )
 
 
-def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     """float32 for float16/bfloat16 (norms and dot products lose too much otherwise), else dtype."""
     return torch.float32 if dtype in _LOW_PRECISION else dtype
 
@@ -155,8 +152,16 @@ def slice_norm(v: Tensor, dim: int | None, eps: float = DEFAULT_EPS) -> Tensor:
 
     The clamp (the convention of ``torch.nn.functional.normalize``) keeps a zero slice finite: its w is 0
     and its gradients are finite (∇g = 0, ∇v = (g/eps)·∇w). Any slice with ‖v‖ ≥ eps is untouched.
+
+    Example:
+        >>> import torch
+        >>> from wnlib.functional import slice_norm
+        >>> slice_norm(torch.tensor([[3.0, 4.0], [0.0, 0.0]]), 0)
+        tensor([5.0000e+00, 1.0000e-12])
+        >>> slice_norm(torch.ones(2, 3, dtype=torch.float16), 1).dtype  # accumulated in float32
+        torch.float32
     """
-    acc = accumulation_dtype(v.dtype)
+    acc = _accumulation_dtype(v.dtype)
     if dim is None:
         n = torch.linalg.vector_norm(v, dtype=acc).reshape(1)
     elif v.ndim == 1:
@@ -217,7 +222,9 @@ def set_backend(name: Backend) -> None:
     if name not in _BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose one of {_BACKENDS}")
     if name == "triton" and not _kernels().available():
-        raise RuntimeError("backend 'triton' needs the triton package: pip install triton")
+        raise RuntimeError(
+            'backend "triton" needs Triton, which is not importable here: pip install "wnlib[gpu]"'
+        )
     _backend = name
 
 
@@ -228,8 +235,16 @@ def get_backend() -> Backend:
 
 @contextlib.contextmanager
 def use_backend(name: Backend) -> Iterator[None]:
-    """Context manager form of :func:`~wnlib.functional.set_backend`; restores the previous backend
-    on exit."""
+    """Context manager form of :func:`~wnlib.functional.set_backend`; restores the previous backend on exit.
+
+    Example:
+        >>> import torch
+        >>> from wnlib.functional import get_backend, use_backend, weight_norm
+        >>> with use_backend("torch"):  # PyTorch ops even on CUDA tensors
+        ...     w = weight_norm(torch.ones(2, 3), torch.ones(2))
+        >>> get_backend()
+        'auto'
+    """
     previous = _backend
     set_backend(name)
     try:
@@ -451,7 +466,7 @@ def _fused(v: Tensor, g: Tensor, dim: int, eps: float) -> Tensor | None:
     return w
 
 
-def identity_gain(v: Tensor, dim: int | None, eps: float = DEFAULT_EPS) -> Tensor:
+def _identity_gain(v: Tensor, dim: int | None, eps: float = DEFAULT_EPS) -> Tensor:
     """The g for which ``weight_norm(v, g, dim, eps)`` returns v bit for bit (in eager mode).
 
     That is ‖v‖ per slice as the op itself computes it, in v's dtype: shape (S,), or () for
@@ -460,7 +475,7 @@ def identity_gain(v: Tensor, dim: int | None, eps: float = DEFAULT_EPS) -> Tenso
 
     Example:
         >>> v = torch.randn(4, 3)
-        >>> torch.equal(weight_norm(v, identity_gain(v, 0)), v)
+        >>> torch.equal(weight_norm(v, _identity_gain(v, 0)), v)
         True
     """
     dim = canonical_dim(v, dim)
@@ -536,7 +551,7 @@ def weight_norm(v: Tensor, g: Tensor, dim: int | None = 0, eps: float = DEFAULT_
                 [0., 1.]])
     """
     dim = canonical_dim(v, dim)
-    check_inputs(v, g, dim)
+    _check_inputs(v, g, dim)
     return _weight_norm(v, g, dim, check_eps(eps))
 
 
@@ -667,7 +682,7 @@ def linear(x: Tensor, v: Tensor, g: Tensor, bias: Tensor | None = None, eps: flo
     """
     if not isinstance(v, Tensor) or v.ndim != 2:
         raise ValueError(f"linear expects v of shape (out, in), got {getattr(v, 'shape', type(v).__name__)}")
-    check_inputs(v, g, 0)
+    _check_inputs(v, g, 0)
     _check_linear_input(x, v)
     return _linear(x, v, g, bias, check_eps(eps))
 

@@ -50,8 +50,17 @@ from torch import Tensor, nn
 from wnlib.mean_only_bn import MeanOnlyBatchNorm
 from wnlib.parametrize import gain, is_weight_normed, set_gain, weight_norm_specs
 
-CONSTANT_ULPS = 1000
-"""A feature is constant when σ[t] ≤ CONSTANT_ULPS · eps(dtype) · rms(t) (capped at 1e-2 · rms(t))."""
+__all__ = [
+    "InitError",
+    "InitReport",
+    "LayerInit",
+    "constant_rtol",
+    "data_dependent_init",
+    "output_axis",
+]
+
+_CONSTANT_ULPS = 1000
+"""A feature is constant when σ[t] ≤ _CONSTANT_ULPS · eps(dtype) · rms(t) (capped at 1e-2 · rms(t))."""
 
 
 @dataclass
@@ -99,13 +108,13 @@ def output_axis(module: nn.Module) -> int:
 
 
 def constant_rtol(dtype: torch.dtype) -> float:
-    """The relative threshold below which σ[t] counts as zero: ``CONSTANT_ULPS``·eps of t's dtype, at most
+    """The relative threshold below which σ[t] counts as zero: ``_CONSTANT_ULPS``·eps of t's dtype, at most
     1e-2 (2.2e-13 for float64, 1.2e-4 for float32, 1e-2 for float16 and bfloat16).
 
     >>> constant_rtol(torch.float32)
     0.00011920928955078125
     """
-    return min(CONSTANT_ULPS * torch.finfo(dtype).eps, 1e-2)
+    return min(_CONSTANT_ULPS * torch.finfo(dtype).eps, 1e-2)
 
 
 def _check_init_scale(init_scale: Any) -> float:

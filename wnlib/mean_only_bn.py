@@ -24,7 +24,9 @@ import itertools
 import torch
 from torch import Tensor, nn
 
-from wnlib.parametrize import is_weight_normed, remove_weight_norm
+from wnlib.parametrize import is_weight_normed, remove_weight_norm, weight_norm_specs
+
+__all__ = ["MeanOnlyBatchNorm", "fold_for_inference", "fold_mean_only_bn"]
 
 
 class MeanOnlyBatchNorm(nn.Module):
@@ -39,6 +41,17 @@ class MeanOnlyBatchNorm(nn.Module):
     In training the minibatch mean over N and all positions is subtracted and the running mean updated;
     in eval mode the running mean is subtracted. The state_dict has ``bias``, ``running_mean`` and
     ``num_batches_tracked``, like ``BatchNorm`` without its weight and variance.
+
+    Example (in training the output has each feature's minibatch mean removed, and x's scale):
+        >>> import torch
+        >>> from wnlib.nn import MeanOnlyBatchNorm
+        >>> _ = torch.manual_seed(0)
+        >>> bn, x = MeanOnlyBatchNorm(3), 5 + 2 * torch.randn(64, 3)
+        >>> y = bn(x)  # the bias b is 0 at first
+        >>> bool(y.mean(0).abs().max() < 1e-5), torch.allclose(y.std(0), x.std(0))
+        (True, True)
+        >>> torch.allclose(bn.running_mean, 0.1 * x.mean(0))  # momentum 0.1 from 0 towards μ
+        True
     """
 
     def __init__(
@@ -109,6 +122,18 @@ def fold_mean_only_bn(layer: nn.Module, bn: MeanOnlyBatchNorm) -> nn.Module:
     returned; use it in place of the pair. Everything is checked before anything changes: the feature
     counts must match and ``bn`` must be in eval mode (in training it subtracts each batch's own mean,
     which no fixed bias reproduces).
+
+    Example:
+        >>> import torch
+        >>> import wnlib
+        >>> from wnlib.nn import Linear, MeanOnlyBatchNorm
+        >>> _ = torch.manual_seed(0)
+        >>> layer, bn, x = Linear(4, 3), MeanOnlyBatchNorm(3), torch.randn(16, 4)
+        >>> _ = bn(layer(x))  # training: the running mean moves
+        >>> y = bn.eval()(layer(x))
+        >>> folded = wnlib.fold_mean_only_bn(layer, bn)
+        >>> type(folded).__name__, torch.allclose(folded(x), y, atol=1e-6)
+        ('Linear', True)
     """
     _check_foldable(layer, bn)
     for name in ("weight", "bias"):
@@ -154,6 +179,21 @@ def fold_for_inference(model: nn.Module) -> nn.Module:
     The folded model computes what ``model`` computes in eval mode, so every module must be in eval mode
     first (``fold_for_inference(model.eval())``); a module in training mode raises, as does a pair
     that cannot be folded, before anything is changed.
+
+    Example:
+        >>> import torch
+        >>> import wnlib
+        >>> import wnlib.nn as wnn
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Sequential(
+        ...     wnn.Linear(4, 8), wnn.MeanOnlyBatchNorm(8), torch.nn.ReLU(), wnn.Linear(8, 2)
+        ... )
+        >>> x = torch.randn(32, 4)
+        >>> _ = model(x)  # training updates the running mean
+        >>> y = model.eval()(x)
+        >>> folded = wnlib.fold_for_inference(model)
+        >>> [type(m).__name__ for m in folded], torch.allclose(folded(x), y, atol=1e-6)
+        (['Linear', 'Identity', 'ReLU', 'Linear'], True)
     """
     training = [name or type(model).__name__ for name, m in model.named_modules() if m.training]
     if training:
@@ -176,7 +216,7 @@ def fold_for_inference(model: nn.Module) -> nn.Module:
         fold_mean_only_bn(layer, bn)
         seq._modules[second] = nn.Identity()
     for module in model.modules():
-        for name in list(module.__dict__.get("_weight_norm", {})):
+        for name in weight_norm_specs(module):
             remove_weight_norm(module, name)
     return model
 

@@ -8,7 +8,7 @@ At construction v is the torch layer's usual initial weight and g = ‖v‖, so 
 computing what the plain layer would (the paper's data-dependent init is :func:`wnlib.data_dependent_init`).
 
 ``wnlib.remove_weight_norm(layer)`` turns a layer back into its plain ``torch.nn`` class. The forwards
-compute w directly (:func:`wnlib.parametrize.compute_weight`), not through the ``weight`` property, so they
+compute w directly (``wnlib.parametrize._compute_weight``), not through the ``weight`` property, so they
 never pay for its guard against lost in-place writes (see :func:`wnlib.reinit`).
 """
 
@@ -20,18 +20,22 @@ import torch
 from torch import Tensor, nn
 
 from wnlib import functional
-from wnlib.functional import DEFAULT_EPS, check_eps, identity_gain
+from wnlib._defaults import DEFAULT_EPS
+from wnlib.functional import _identity_gain, check_eps
 from wnlib.mean_only_bn import MeanOnlyBatchNorm
 from wnlib.parametrize import (
     _DEFAULT_DIM,
-    WeightNormMixin,
-    apply_weight_norm,
-    compute_weight,
-    default_dim,
+    _apply_weight_norm,
+    _compute_weight,
+    _default_dim,
+    _register_layer,
+    _set_specs,
+    _specs,
+    _weight_property,
+    _WeightNormMixin,
     gain,
-    register_layer,
     set_gain,
-    weight_property,
+    weight_norm_spec,
 )
 
 __all__ = [
@@ -47,18 +51,18 @@ __all__ = [
 ]
 
 
-class WeightNormLayer(WeightNormMixin):
+class WeightNormLayer(_WeightNormMixin):
     """Base of the weight-normalized layers: builds the torch layer, then reparameterizes its weight."""
 
     plain_class: type[nn.Module]
-    weight = weight_property("weight")
+    weight = _weight_property("weight")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         plain = next((b for b in cls.__mro__[1:] if b.__module__.startswith("torch.nn")), None)
         if plain is not None:  # not for the shared bases _Conv and _ConvTranspose
             cls.plain_class = plain
-            register_layer(plain, cls)
+            _register_layer(plain, cls)
 
     def __init__(
         self,
@@ -72,26 +76,25 @@ class WeightNormLayer(WeightNormMixin):
         if not isinstance(log_gain, bool):
             raise TypeError(f"log_gain must be True or False, got {type(log_gain).__name__}")
         super().__init__(*args, **kwargs)
-        dim = default_dim(self) if dim == _DEFAULT_DIM else dim
-        apply_weight_norm(self, "weight", dim, eps, log_gain)
+        dim = _default_dim(self) if dim == _DEFAULT_DIM else dim
+        _apply_weight_norm(self, "weight", dim, eps, log_gain)
 
     def reset_parameters(self) -> None:
         """The torch layer's own initialization applied to v, then g = ‖v‖ (so w = v initially)."""
-        spec = self.__dict__.get("_weight_norm", {}).get("weight")
+        spec = weight_norm_spec(self)
         if spec is None:  # still inside the torch layer's __init__
             super().reset_parameters()
             return
-        params = self._parameters
-        specs = self.__dict__["_weight_norm"]
-        del specs["weight"]  # let the torch initializer see v as the plain weight
-        params["weight"] = params["weight_v"]
+        params, specs = self._parameters, _specs(self)
+        _set_specs(self, {n: s for n, s in specs.items() if n != "weight"})  # the torch initializer
+        params["weight"] = params["weight_v"]  # sees v as the plain weight
         try:
             super().reset_parameters()
         finally:
             del params["weight"]
-            specs["weight"] = spec
+            _set_specs(self, specs)
         with torch.no_grad():
-            set_gain(self, identity_gain(params["weight_v"], spec.dim, spec.eps))
+            set_gain(self, _identity_gain(params["weight_v"], spec.dim, spec.eps))
 
 
 class Linear(WeightNormLayer, nn.Linear):
@@ -99,12 +102,24 @@ class Linear(WeightNormLayer, nn.Linear):
 
     For large layers and batches with no more rows than ``in_features`` the forward never forms w: it
     computes (g/‖v‖) ⊙ (x vᵀ) + b (see :func:`wnlib.functional.linear`).
+
+    Example:
+        >>> import torch
+        >>> import wnlib.nn as wnn
+        >>> _ = torch.manual_seed(0)
+        >>> layer = wnn.Linear(20, 40)
+        >>> sorted(n for n, _ in layer.named_parameters()), tuple(layer.weight_g.shape)
+        (['bias', 'weight_g', 'weight_v'], (40,))
+        >>> layer(torch.randn(8, 20)).shape
+        torch.Size([8, 40])
+        >>> torch.allclose(layer.weight.norm(dim=1), layer.weight_g)  # ‖w‖ = g per output unit
+        True
     """
 
     def forward(self, input: Tensor) -> Tensor:
-        spec = self._weight_norm["weight"]
+        spec = weight_norm_spec(self)
         if spec.dim != 0:
-            return nn.functional.linear(input, compute_weight(self), self.bias)
+            return nn.functional.linear(input, _compute_weight(self), self.bias)
         v = self._parameters["weight_v"]
         functional._check_linear_input(input, v)  # v, g and eps were checked when the layer was built
         return functional._linear(input, v, gain(self), self.bias, spec.eps)
@@ -114,7 +129,7 @@ class _Conv(WeightNormLayer):
     """The forward of ``nn.Conv*d``, with w computed directly."""
 
     def forward(self, input: Tensor) -> Tensor:
-        return self._conv_forward(input, compute_weight(self), self.bias)
+        return self._conv_forward(input, _compute_weight(self), self.bias)
 
 
 _CONV_TRANSPOSE = {
@@ -135,7 +150,7 @@ class _ConvTranspose(WeightNormLayer):
             input, output_size, self.stride, self.padding, self.kernel_size, n, self.dilation
         )
         return _CONV_TRANSPOSE[n](
-            input, compute_weight(self), self.bias, self.stride, self.padding, output_padding, self.groups,
+            input, _compute_weight(self), self.bias, self.stride, self.padding, output_padding, self.groups,
             self.dilation,
         )  # fmt: skip
 
@@ -145,7 +160,15 @@ class Conv1d(_Conv, nn.Conv1d):
 
 
 class Conv2d(_Conv, nn.Conv2d):
-    """``nn.Conv2d`` with w = g·v/‖v‖ per output channel (dim 0)."""
+    """``nn.Conv2d`` with w = g·v/‖v‖ per output channel (dim 0).
+
+    Example:
+        >>> import torch
+        >>> import wnlib.nn as wnn
+        >>> conv = wnn.Conv2d(3, 8, 3, padding=1)
+        >>> conv(torch.randn(2, 3, 5, 5)).shape, tuple(conv.weight_g.shape)
+        (torch.Size([2, 8, 5, 5]), (8,))
+    """
 
 
 class Conv3d(_Conv, nn.Conv3d):
@@ -157,7 +180,16 @@ class ConvTranspose1d(_ConvTranspose, nn.ConvTranspose1d):
 
 
 class ConvTranspose2d(_ConvTranspose, nn.ConvTranspose2d):
-    """``nn.ConvTranspose2d`` with w = g·v/‖v‖ per output channel (weights are (in, out, kh, kw): dim 1)."""
+    """``nn.ConvTranspose2d`` with w = g·v/‖v‖ per output channel (weights are (in, out, kh, kw): dim 1).
+
+    Example:
+        >>> import torch
+        >>> import wnlib
+        >>> import wnlib.nn as wnn
+        >>> up = wnn.ConvTranspose2d(8, 3, 2, stride=2)
+        >>> up(torch.randn(1, 8, 4, 4)).shape, wnlib.weight_norm_spec(up).dim, tuple(up.weight_g.shape)
+        (torch.Size([1, 3, 8, 8]), 1, (3,))
+    """
 
 
 class ConvTranspose3d(_ConvTranspose, nn.ConvTranspose3d):

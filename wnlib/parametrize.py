@@ -36,13 +36,33 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from wnlib.functional import DEFAULT_EPS, canonical_dim, check_eps, identity_gain, slice_shape
+from wnlib._defaults import DEFAULT_EPS
+from wnlib.functional import _identity_gain, canonical_dim, check_eps, slice_shape
 from wnlib.functional import _weight_norm as _unchecked_weight_norm
+
+__all__ = [
+    "EffectiveWeight",
+    "WeightNormSpec",
+    "gain",
+    "is_weight_normed",
+    "reinit",
+    "remove_weight_norm",
+    "set_gain",
+    "to_torch_state_dict",
+    "weight_norm",
+    "weight_norm_spec",
+    "weight_norm_specs",
+]
 
 _DEFAULT_DIM = "default"
 _FAST_LAYERS: dict[type[nn.Module], type[nn.Module]] = {}  # torch class -> wnlib.nn class
 _DIM_METADATA = "wnlib_weight_norm_dim"  # key in state_dict()._metadata[prefix]: {name: kept axis}
 _IN_FORWARD = contextvars.ContextVar("wnlib_in_forward", default=False)  # inside a generated forward
+# The instance attribute (in module.__dict__, beside _parameters) that holds {name: WeightNormSpec}. It is
+# replaced, never changed in place, so a mapping read from it stays valid. Read it through
+# weight_norm_spec / weight_norm_specs (or _specs, inside wnlib), write it through _set_specs.
+_SPECS_ATTR = "_weight_norm"
+_NO_SPECS: dict[str, Any] = {}
 
 
 @dataclass(frozen=True)
@@ -56,23 +76,70 @@ class WeightNormSpec:
     log_gain: bool = False
 
 
-def gain_name(name: str, spec: WeightNormSpec) -> str:
+def _gain_name(name: str, spec: WeightNormSpec) -> str:
     """The parameter holding ``name``'s gain: ``<name>_s`` (log-scale) or ``<name>_g``."""
     return f"{name}_s" if spec.log_gain else f"{name}_g"
 
 
+def _specs(module: nn.Module) -> dict[str, WeightNormSpec]:
+    """The live name -> spec mapping of ``module`` (empty if none); do not change it, see _set_specs."""
+    return module.__dict__.get(_SPECS_ATTR, _NO_SPECS)
+
+
+def _set_specs(module: nn.Module, specs: dict[str, WeightNormSpec]) -> None:
+    """Replace ``module``'s name -> spec mapping (a new dict, so earlier reads stay consistent)."""
+    module.__dict__[_SPECS_ATTR] = dict(specs)
+
+
+def _spec(module: nn.Module, name: str) -> WeightNormSpec:
+    """The spec of ``module.<name>``, or a clear error when that parameter has no weight norm."""
+    spec = _specs(module).get(name)
+    if spec is None:
+        has = f"; it has weight norm on {sorted(_specs(module))}" if _specs(module) else ""
+        raise ValueError(f"{type(module).__name__} has no weight norm on {name!r}{has}")
+    return spec
+
+
+def weight_norm_spec(module: nn.Module, name: str = "weight") -> WeightNormSpec | None:
+    """How ``module.<name>`` is weight-normalized (kept axis, eps, log-scale gain), or None if it is not.
+
+    The one public way to read the reparameterization of a parameter; :func:`weight_norm_specs` gives
+    all of a module's at once.
+
+    Example:
+        >>> import torch
+        >>> import wnlib
+        >>> layer = wnlib.weight_norm(torch.nn.ConvTranspose1d(2, 3, 4))
+        >>> wnlib.weight_norm_spec(layer)
+        WeightNormSpec(dim=1, eps=1e-12, log_gain=False)
+        >>> print(wnlib.weight_norm_spec(layer, "bias"))
+        None
+    """
+    return _specs(module).get(name)
+
+
 def gain(module: nn.Module, name: str = "weight") -> Tensor:
     """The gain g of ``module.<name>``: ``<name>_g``, or e^``<name>_s`` for a log-scale gain
-    (differentiable; what the forward uses)."""
-    spec = module.__dict__["_weight_norm"][name]
-    p = module.__dict__["_parameters"][gain_name(name, spec)]
+    (differentiable; what the forward uses).
+
+    Example:
+        >>> import torch
+        >>> import wnlib
+        >>> from wnlib.parametrize import gain
+        >>> layer = wnlib.weight_norm(torch.nn.Linear(3, 2), log_gain=True)
+        >>> g = gain(layer)  # e^weight_s
+        >>> g.shape, torch.allclose(g, layer.weight_v.norm(dim=1))
+        (torch.Size([2]), True)
+    """
+    spec = _spec(module, name)
+    p = module.__dict__["_parameters"][_gain_name(name, spec)]
     return torch.exp(p) if spec.log_gain else p
 
 
 def set_gain(module: nn.Module, g: Tensor, name: str = "weight") -> None:
     """Write g (any shape with one value per slice) into ``<name>_g``, or log g into ``<name>_s``."""
-    spec = module.__dict__["_weight_norm"][name]
-    p = module.__dict__["_parameters"][gain_name(name, spec)]
+    spec = _spec(module, name)
+    p = module.__dict__["_parameters"][_gain_name(name, spec)]
     g = g.detach().reshape(p.shape).to(p.dtype)
     with torch.no_grad():
         p.copy_(_log_of_gain(g, f"{name!r} of this {type(module).__name__}") if spec.log_gain else g)
@@ -84,19 +151,34 @@ def _log_of_gain(g: Tensor, where: str) -> Tensor:
     return torch.log(g)
 
 
-def default_dim(module: nn.Module) -> int:
+def _default_dim(module: nn.Module) -> int:
     """The output axis of a module's weight: 1 for ConvTranspose (weights are (in, out, ...)), else 0."""
     return 1 if isinstance(module, nn.modules.conv._ConvTransposeNd) else 0
 
 
 def weight_norm_specs(module: nn.Module) -> dict[str, WeightNormSpec]:
-    """The weight-normalized parameters of ``module`` itself (not its children), name -> spec."""
-    return dict(module.__dict__.get("_weight_norm", {}))
+    """The weight-normalized parameters of ``module`` itself (not its children), name -> spec (a copy).
+
+    Example:
+        >>> import torch
+        >>> import wnlib
+        >>> wnlib.weight_norm_specs(wnlib.weight_norm(torch.nn.Linear(3, 2), dim=None))
+        {'weight': WeightNormSpec(dim=None, eps=1e-12, log_gain=False)}
+    """
+    return dict(_specs(module))
 
 
 def is_weight_normed(module: nn.Module, name: str | None = None) -> bool:
-    """Whether ``module`` has weight norm (on ``name``, or on any parameter when name is None)."""
-    specs = module.__dict__.get("_weight_norm", {})
+    """Whether ``module`` has weight norm (on ``name``, or on any parameter when name is None).
+
+    Example:
+        >>> import torch
+        >>> import wnlib
+        >>> layer = wnlib.weight_norm(torch.nn.Linear(3, 2))
+        >>> wnlib.is_weight_normed(layer), wnlib.is_weight_normed(layer, "bias")
+        (True, False)
+    """
+    specs = _specs(module)
     return bool(specs) if name is None else name in specs
 
 
@@ -105,14 +187,14 @@ def is_weight_normed(module: nn.Module, name: str | None = None) -> bool:
 # --------------------------------------------------------------------------------------------------
 
 
-def compute_weight(module: nn.Module, name: str = "weight") -> Tensor:
+def _compute_weight(module: nn.Module, name: str = "weight") -> Tensor:
     """w = g·v/‖v‖ (eq. 2) from ``<name>_v`` and ``<name>_g``, as a plain tensor (what forwards use)."""
-    spec = module.__dict__["_weight_norm"][name]
+    spec = _spec(module, name)
     v = module.__dict__["_parameters"][f"{name}_v"]
     return _unchecked_weight_norm(v, gain(module, name), spec.dim, spec.eps)  # checked when applied
 
 
-def weight_property(name: str) -> property:
+def _weight_property(name: str) -> property:
     """``module.<name>`` as w = g·v/‖v‖ computed from ``<name>_v`` and ``<name>_g``.
 
     Before weight norm is applied (while the wrapped class's ``__init__`` runs) it falls back to the
@@ -122,13 +204,12 @@ def weight_property(name: str) -> property:
     """
 
     def fget(self: nn.Module) -> Tensor:
-        spec = self.__dict__.get("_weight_norm", {}).get(name)
-        if spec is None:
+        if name not in _specs(self):
             params = self.__dict__["_parameters"]
             if name in params:
                 return params[name]
             raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
-        w = compute_weight(self, name)
+        w = _compute_weight(self, name)
         if _plain_wanted(w):
             return w
         return EffectiveWeight.alias(w, f"{name!r} of this {type(self).__name__}", name)
@@ -155,6 +236,18 @@ class EffectiveWeight(Tensor):
     one (every op on it returns a plain tensor, gradients flow to v and g), except that an in-place write
     into it, or into a view of it or its ``.data``, raises. w is computed afresh on every read, so such a
     write (``nn.init.zeros_(layer.weight)``, ``layer.weight.data.fill_(1)``) would otherwise be lost.
+
+    Example:
+        >>> import torch
+        >>> import wnlib
+        >>> layer = wnlib.weight_norm(torch.nn.Linear(4, 3))
+        >>> type(layer.weight).__name__, type(layer.weight * 2).__name__
+        ('EffectiveWeight', 'Tensor')
+        >>> try:
+        ...     torch.nn.init.zeros_(layer.weight)
+        ... except RuntimeError as error:
+        ...     print(str(error).split(",")[0])
+        zero_ would write into 'weight' of this Linear
     """
 
     _wn_where: str
@@ -222,14 +315,13 @@ def _lost_write_message(w: EffectiveWeight, op: str) -> str:
     )
 
 
-class WeightNormMixin:
+class _WeightNormMixin:
     """Behaviour shared by every weight-normalized module: state_dict translation (and the kept axes
     recorded in the state's ``_metadata``), clear errors on assignment and on ``torch.jit.script``, a
     repr that shows the normalization, and pickling of generated classes."""
 
     def __setattr__(self, name: str, value: Any) -> None:
-        specs = self.__dict__.get("_weight_norm")
-        if specs and name in specs:
+        if name in _specs(self):
             raise AttributeError(
                 f"{name!r} of this {type(self).__name__} is computed from {name}_v and {name}_g; "
                 f"assign to those, initialize it with wnlib.reinit(module, init_fn, name={name!r}), or "
@@ -241,11 +333,11 @@ class WeightNormMixin:
         super()._save_to_state_dict(destination, prefix, keep_vars)
         local = getattr(destination, "_metadata", {}).get(prefix[:-1])
         if local is not None:  # Module.state_dict made it just before calling us
-            local[_DIM_METADATA] = {n: s.dim for n, s in self.__dict__.get("_weight_norm", {}).items()}
+            local[_DIM_METADATA] = {n: s.dim for n, s in _specs(self).items()}
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
         saved_dims = (args[0] or {}).get(_DIM_METADATA, {}) if args else {}
-        for name, spec in self.__dict__.get("_weight_norm", {}).items():
+        for name, spec in _specs(self).items():
             _check_saved_dim(self, state_dict, prefix, name, spec, saved_dims)
             _translate_state(self, state_dict, prefix, name, spec)
         super()._load_from_state_dict(state_dict, prefix, *args)
@@ -263,7 +355,7 @@ class WeightNormMixin:
         base = super().extra_repr()
         norms = ", ".join(
             f"{n}: dim={s.dim}{', log_gain' if s.log_gain else ''}"
-            for n, s in self.__dict__.get("_weight_norm", {}).items()
+            for n, s in _specs(self).items()
         )
         return f"{base}, weight_norm=({norms})" if base else f"weight_norm=({norms})"
 
@@ -271,17 +363,17 @@ class WeightNormMixin:
         cls = type(self)
         if "_wn_plain" not in cls.__dict__:  # a named class (wnlib.nn): pickled by reference
             return super().__reduce_ex__(protocol)
-        names = tuple(sorted(self.__dict__["_weight_norm"]))
+        names = tuple(sorted(_specs(self)))
         return (_new_instance, (cls._wn_plain, names), self.__getstate__())
 
 
 @functools.cache
 def _generated_class(plain: type[nn.Module], names: tuple[str, ...]) -> type[nn.Module]:
     """``WeightNorm<Plain>``: ``plain`` with a weight property for each name (cached, so one per pair)."""
-    attrs: dict[str, Any] = {n: weight_property(n) for n in names}
+    attrs: dict[str, Any] = {n: _weight_property(n) for n in names}
     attrs.update(_wn_plain=plain, __module__=__name__, __doc__=plain.__doc__)
     attrs["forward"] = _forward_with_plain_weights(plain.forward)
-    return type(f"WeightNorm{plain.__name__}", (WeightNormMixin, plain), attrs)
+    return type(f"WeightNorm{plain.__name__}", (_WeightNormMixin, plain), attrs)
 
 
 def _forward_with_plain_weights(forward: Callable[..., Any]) -> Callable[..., Any]:
@@ -306,12 +398,12 @@ def _new_instance(plain: type[nn.Module], names: tuple[str, ...]) -> nn.Module:
     return cls.__new__(cls)
 
 
-def plain_class(cls: type[nn.Module]) -> type[nn.Module]:
+def _plain_class(cls: type[nn.Module]) -> type[nn.Module]:
     """The class a module returns to once no parameter is weight-normalized (e.g. nn.Linear)."""
     return cls.__dict__.get("_wn_plain") or cls.__dict__.get("plain_class") or cls
 
 
-def register_layer(plain: type[nn.Module], layer: type[nn.Module]) -> None:
+def _register_layer(plain: type[nn.Module], layer: type[nn.Module]) -> None:
     """Make ``weight_norm`` turn exact instances of ``plain`` into ``layer`` (used by wnlib.nn)."""
     _FAST_LAYERS[plain] = layer
 
@@ -319,14 +411,14 @@ def register_layer(plain: type[nn.Module], layer: type[nn.Module]) -> None:
 def _set_class(module: nn.Module) -> None:
     """Give ``module`` the class matching its weight-normalized parameters."""
     cls = type(module)
-    plain = plain_class(cls)
-    names = tuple(sorted(module.__dict__.get("_weight_norm", {})))
+    plain = _plain_class(cls)
+    names = tuple(sorted(_specs(module)))
     if not names:
         module.__class__ = plain
     elif names == ("weight",) and plain in _FAST_LAYERS:
         module.__class__ = _FAST_LAYERS[plain]
     elif not (
-        issubclass(cls, WeightNormMixin) and all(isinstance(getattr(cls, n, None), property) for n in names)
+        issubclass(cls, _WeightNormMixin) and all(isinstance(getattr(cls, n, None), property) for n in names)
     ):
         module.__class__ = _generated_class(plain, names)
 
@@ -336,7 +428,7 @@ def _set_class(module: nn.Module) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def check_parameter(module: nn.Module, name: str, what: str) -> Tensor:
+def _check_parameter(module: nn.Module, name: str, what: str) -> Tensor:
     """The floating-point parameter ``name`` of ``module`` that ``what`` (a reparameterization, e.g.
     "weight norm") is about to replace, or a clear error before anything changes: the parameter is
     missing, not floating point, already split into ``name_v``/``name_g`` (by torch's legacy weight
@@ -359,7 +451,7 @@ def check_parameter(module: nn.Module, name: str, what: str) -> Tensor:
     return w
 
 
-def apply_weight_norm(
+def _apply_weight_norm(
     module: nn.Module, name: str, dim: int | None, eps: float, log_gain: bool = False
 ) -> None:
     """Replace parameter ``name`` by ``name_v`` = w and ``name_g`` = ‖w‖ (or ``name_s`` = log ‖w‖),
@@ -369,20 +461,19 @@ def apply_weight_norm(
         raise TypeError(f"log_gain must be True or False, got {type(log_gain).__name__}")
     params = module.__dict__["_parameters"]
     kind = type(module).__name__
-    if name in module.__dict__.get("_weight_norm", {}):
+    if name in _specs(module):
         raise ValueError(f"weight norm is already applied to {name!r} of this {kind}")
-    w = check_parameter(module, name, "weight norm")
+    w = _check_parameter(module, name, "weight norm")
     dim = canonical_dim(w, dim)
-    g = identity_gain(w.detach(), dim, eps)  # exactly the g for which the op gives back w
+    g = _identity_gain(w.detach(), dim, eps)  # exactly the g for which the op gives back w
     spec = WeightNormSpec(dim, eps, log_gain)
     if log_gain:
         g = _log_of_gain(g, f"{name!r} of this {kind} (a zero slice)")
     del params[name]
-    specs = dict(module.__dict__.get("_weight_norm", {}))
-    specs[name] = spec
+    specs = {**_specs(module), name: spec}
     module.register_parameter(f"{name}_v", nn.Parameter(w.detach(), w.requires_grad))
-    module.register_parameter(gain_name(name, spec), nn.Parameter(g, w.requires_grad))
-    module.__dict__["_weight_norm"] = specs
+    module.register_parameter(_gain_name(name, spec), nn.Parameter(g, w.requires_grad))
+    _set_specs(module, specs)
     _set_class(module)
 
 
@@ -421,7 +512,7 @@ def weight_norm(
     """
     if not isinstance(module, nn.Module):
         raise TypeError(f"weight_norm takes an nn.Module, got {type(module).__name__}")
-    apply_weight_norm(module, name, default_dim(module) if dim == _DEFAULT_DIM else dim, eps, log_gain)
+    _apply_weight_norm(module, name, _default_dim(module) if dim == _DEFAULT_DIM else dim, eps, log_gain)
     return module
 
 
@@ -430,17 +521,29 @@ def remove_weight_norm(module: nn.Module, name: str = "weight") -> nn.Module:
 
     The module returns to its plain class (e.g. ``wnlib.nn.Linear`` becomes ``nn.Linear``) once no
     parameter is normalized, and computes the same outputs as before.
+
+    Example:
+        >>> import torch
+        >>> import wnlib
+        >>> _ = torch.manual_seed(0)
+        >>> layer, x = wnlib.weight_norm(torch.nn.Linear(4, 3)), torch.randn(2, 4)
+        >>> y = layer(x)
+        >>> plain = wnlib.remove_weight_norm(layer)
+        >>> type(plain).__name__, sorted(n for n, _ in plain.named_parameters())
+        ('Linear', ['bias', 'weight'])
+        >>> torch.allclose(plain(x), y)
+        True
     """
-    specs = dict(module.__dict__.get("_weight_norm", {}))
+    specs = dict(_specs(module))
     if name not in specs:
         has = f"; it has weight norm on {sorted(specs)}" if specs else ""
         raise ValueError(f"{type(module).__name__} has no weight norm on {name!r} to remove{has}")
     with torch.no_grad():
-        w = compute_weight(module, name).detach().clone()
+        w = _compute_weight(module, name).detach().clone()
     requires_grad = module._parameters[f"{name}_v"].requires_grad
     spec = specs.pop(name)
-    module.__dict__["_weight_norm"] = specs
-    del module._parameters[f"{name}_v"], module._parameters[gain_name(name, spec)]
+    _set_specs(module, specs)
+    del module._parameters[f"{name}_v"], module._parameters[_gain_name(name, spec)]
     _set_class(module)
     module.register_parameter(name, nn.Parameter(w, requires_grad))
     return module
@@ -461,7 +564,7 @@ def reinit(module: nn.Module, init_fn: Callable[[Tensor], Any], name: str = "wei
         >>> bool(model[0].weight.std() < 0.02)
         True
     """
-    spec = module.__dict__.get("_weight_norm", {}).get(name)
+    spec = weight_norm_spec(module, name)
     params, where = module.__dict__["_parameters"], f"{name!r} of this {type(module).__name__}"
     if spec is None:
         if isinstance(params.get(name), Tensor):
@@ -470,8 +573,8 @@ def reinit(module: nn.Module, init_fn: Callable[[Tensor], Any], name: str = "wei
         return module
     v = params[f"{name}_v"]
     with torch.no_grad():
-        w = _apply_init(init_fn, compute_weight(module, name).clone(), where)
-        g = identity_gain(w, spec.dim, spec.eps)  # checked for log-scale gains before v changes
+        w = _apply_init(init_fn, _compute_weight(module, name).clone(), where)
+        g = _identity_gain(w, spec.dim, spec.eps)  # checked for log-scale gains before v changes
         if spec.log_gain:
             _log_of_gain(g, where)
         v.copy_(w)
@@ -550,7 +653,7 @@ def _translate_state(
     elif prefix + name in state and v_key not in state and g_key not in state:
         w = state.pop(prefix + name)
         state[v_key] = w
-        state[g_key] = identity_gain(w, spec.dim, spec.eps)
+        state[g_key] = _identity_gain(w, spec.dim, spec.eps)
     if g_key not in state:
         return
     _fit_gain_shape(module, state, g_key, name, spec)
@@ -562,7 +665,7 @@ def _fit_gain_shape(
     module: nn.Module, state: dict[str, Any], g_key: str, name: str, spec: WeightNormSpec
 ) -> None:
     """Reshape a saved g to this module's gain shape (torch's keep-dim shape is accepted), or raise."""
-    g, expected = state[g_key], module._parameters[gain_name(name, spec)].shape
+    g, expected = state[g_key], module._parameters[_gain_name(name, spec)].shape
     if g.shape == expected:
         return
     v = module._parameters[f"{name}_v"]
@@ -589,6 +692,16 @@ def to_torch_state_dict(
     written in torch's keep-dim shape. The torch module must be built with the same ``dim`` (for
     ConvTranspose that means ``dim=1``; torch's default there is 0). A module used at several places
     of the model is written under each of its names, as ``state_dict()`` does.
+
+    Example:
+        >>> import torch
+        >>> import wnlib
+        >>> layer = wnlib.weight_norm(torch.nn.Linear(4, 3))
+        >>> theirs = torch.nn.utils.parametrizations.weight_norm(torch.nn.Linear(4, 3))
+        >>> theirs.load_state_dict(wnlib.to_torch_state_dict(layer))
+        <All keys matched successfully>
+        >>> torch.allclose(theirs.weight, layer.weight)
+        True
     """
     if format not in ("parametrizations", "legacy"):
         raise ValueError(f"format must be 'parametrizations' or 'legacy', got {format!r}")
@@ -597,9 +710,9 @@ def to_torch_state_dict(
         local.pop(_DIM_METADATA, None)  # wnlib's own entry; torch's modules have no use for it
     for prefix, sub in module.named_modules(remove_duplicate=False):  # a shared module: every prefix
         prefix = f"{prefix}." if prefix else ""
-        for name, spec in sub.__dict__.get("_weight_norm", {}).items():
+        for name, spec in _specs(sub).items():
             v = state.pop(f"{prefix}{name}_v")
-            g = state.pop(f"{prefix}{gain_name(name, spec)}")
+            g = state.pop(f"{prefix}{_gain_name(name, spec)}")
             g = (torch.exp(g) if spec.log_gain else g).reshape(_torch_g_shape(v, spec.dim))
             if format == "legacy":
                 state[f"{prefix}{name}_g"], state[f"{prefix}{name}_v"] = g, v

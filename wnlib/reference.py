@@ -24,8 +24,16 @@ from __future__ import annotations
 
 import numpy as np
 
-#: The default lower bound ε on ‖v‖ (see the module docstring).
-DEFAULT_EPS = 1e-12
+from wnlib._defaults import DEFAULT_EPS
+
+__all__ = [
+    "DEFAULT_EPS",
+    "grad_g",
+    "grad_v",
+    "grad_v_projection",
+    "norm",
+    "weight",
+]
 
 
 def _reduce_axes(ndim: int, dim: int | None) -> tuple[int, ...]:
@@ -48,19 +56,41 @@ def _per_slice(x: np.ndarray, shape: tuple[int, ...], dim: int | None) -> np.nda
 
 
 def norm(v: np.ndarray, dim: int | None = 0, eps: float = DEFAULT_EPS) -> np.ndarray:
-    """‖v‖ per slice, clamped below at ``eps``; shape (number of slices,), or () for dim=None."""
+    """‖v‖ per slice, clamped below at ``eps``; shape (number of slices,), or () for dim=None.
+
+    Example:
+        >>> import numpy as np
+        >>> from wnlib import reference
+        >>> reference.norm(np.array([[3.0, 4.0], [0.0, 0.0]]))  # the zero slice is clamped at eps
+        array([5.e+00, 1.e-12])
+    """
     squares = np.sum(v * v, axis=_reduce_axes(v.ndim, dim))
     return np.maximum(np.sqrt(squares), eps)
 
 
 def weight(v: np.ndarray, g: np.ndarray, dim: int | None = 0, eps: float = DEFAULT_EPS) -> np.ndarray:
-    """Eq. 2: w = g · v / ‖v‖, one g per slice along ``dim``."""
+    """Eq. 2: w = g · v / ‖v‖, one g per slice along ``dim``.
+
+    Example:
+        >>> import numpy as np
+        >>> from wnlib import reference
+        >>> reference.weight(np.array([[3.0, 4.0], [0.0, 2.0]]), np.array([10.0, 1.0]))
+        array([[6., 8.],
+               [0., 1.]])
+    """
     scale = np.asarray(g) / norm(v, dim, eps)
     return _per_slice(scale, v.shape, dim) * v
 
 
 def grad_g(grad_w: np.ndarray, v: np.ndarray, dim: int | None = 0, eps: float = DEFAULT_EPS) -> np.ndarray:
-    """Eq. 3 (left): ∇g L = ∇w L · v / ‖v‖, the gradient projected on the weight's direction."""
+    """Eq. 3 (left): ∇g L = ∇w L · v / ‖v‖, the gradient projected on the weight's direction.
+
+    Example:
+        >>> import numpy as np
+        >>> from wnlib import reference
+        >>> reference.grad_g(np.array([[1.0, 0.0]]), np.array([[3.0, 4.0]]))  # 1·3/5
+        array([0.6])
+    """
     return np.sum(grad_w * v, axis=_reduce_axes(v.ndim, dim)) / norm(v, dim, eps)
 
 
@@ -71,7 +101,16 @@ def grad_v(
     dim: int | None = 0,
     eps: float = DEFAULT_EPS,
 ) -> np.ndarray:
-    """Eq. 3 (right): ∇v L = (g/‖v‖) ∇w L − (g ∇g L / ‖v‖²) v."""
+    """Eq. 3 (right): ∇v L = (g/‖v‖) ∇w L − (g ∇g L / ‖v‖²) v.
+
+    Example (∇v is orthogonal to v):
+        >>> import numpy as np
+        >>> from wnlib import reference
+        >>> v = np.array([[3.0, 4.0]])
+        >>> gv = reference.grad_v(np.array([[1.0, 0.0]]), v, np.array([2.0]))
+        >>> gv.round(4), float(gv[0] @ v[0])
+        (array([[ 0.256, -0.192]]), 0.0)
+    """
     n = norm(v, dim, eps)
     g = np.asarray(g)
     scale = _per_slice(g / n, v.shape, dim)
@@ -84,6 +123,14 @@ def grad_v_projection(grad_w: np.ndarray, v: np.ndarray, g: float, eps: float = 
 
     Written with the explicit projection matrix, to show that it equals :func:`grad_v`: the gradient
     is scaled by g/‖v‖ and has its component along w removed, so it is orthogonal to v.
+
+    Example:
+        >>> import numpy as np
+        >>> from wnlib import reference
+        >>> v, grad_w = np.array([3.0, 4.0]), np.array([1.0, 0.0])
+        >>> expected = reference.grad_v(grad_w, v, np.array(2.0), dim=None)
+        >>> bool(np.allclose(reference.grad_v_projection(grad_w, v, 2.0), expected))
+        True
     """
     if v.ndim != 1:
         raise ValueError(f"grad_v_projection takes one weight vector, got v with shape {v.shape}")

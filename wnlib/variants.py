@@ -35,15 +35,15 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from wnlib._defaults import DEFAULT_EPS
 from wnlib.functional import (
-    DEFAULT_EPS,
-    accumulation_dtype,
+    _accumulation_dtype,
+    _check_inputs,
     canonical_dim,
     check_eps,
-    check_inputs,
     slice_shape,
 )
-from wnlib.parametrize import check_parameter, default_dim, is_weight_normed
+from wnlib.parametrize import _check_parameter, _default_dim, is_weight_normed
 
 __all__ = [
     "L1WeightNormSpec",
@@ -76,14 +76,32 @@ def l1_slice_norm(v: Tensor, dim: int | None, eps: float = DEFAULT_EPS) -> Tenso
 
     A composite op (abs, sum, clamp_min): its derivative is sign(v) (0 at v_i = 0) where ‖v‖₁ > eps,
     and 0 where the clamp is active, so a zero slice has w = 0 and finite gradients.
+
+    Example:
+        >>> import torch
+        >>> from wnlib.variants import l1_slice_norm
+        >>> l1_slice_norm(torch.tensor([[3.0, -1.0], [0.5, 0.5]]), 0)
+        tensor([[4.],
+                [1.]])
     """
-    acc = accumulation_dtype(v.dtype)
+    acc = _accumulation_dtype(v.dtype)
     return v.to(acc).abs().sum(_reduced_axes(v, dim), keepdim=True).clamp_min(eps)
 
 
 def zero_center(v: Tensor, dim: int | None) -> Tensor:
-    """v − mean(v) per slice (A2Q+'s zero-centering), in the accumulation dtype; ``dim`` canonical."""
-    acc = accumulation_dtype(v.dtype)
+    """v − mean(v) per slice (A2Q+'s zero-centering), in the accumulation dtype.
+
+    ``dim`` is the kept axis as a non-negative index (slices are ``v.select(dim, i)``), or ``None`` for
+    the whole tensor as one slice.
+
+    Example:
+        >>> import torch
+        >>> from wnlib.variants import zero_center
+        >>> zero_center(torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 6.0]]), 0)
+        tensor([[-1.,  0.,  1.],
+                [-2., -2.,  4.]])
+    """
+    acc = _accumulation_dtype(v.dtype)
     v = v.to(acc)
     return v - v.mean(_reduced_axes(v, dim), keepdim=True)
 
@@ -92,7 +110,7 @@ def _checked(v: Tensor, g: Tensor, dim: int | None, eps: object) -> tuple[int | 
     if not isinstance(v, Tensor):
         raise TypeError(f"v must be a torch.Tensor, got {type(v).__name__}")
     dim = canonical_dim(v, dim)
-    check_inputs(v, g, dim)
+    _check_inputs(v, g, dim)
     return dim, check_eps(eps)
 
 
@@ -131,7 +149,7 @@ def l1_weight_norm(v: Tensor, g: Tensor, dim: int | None = 0, eps: float = DEFAU
                 [ 0.5000,  0.5000]])
     """
     dim, eps = _checked(v, g, dim, eps)
-    return _scale_by_l1(v.to(accumulation_dtype(v.dtype)), v, g, dim, eps)
+    return _scale_by_l1(v.to(_accumulation_dtype(v.dtype)), v, g, dim, eps)
 
 
 def centered_l1_weight_norm(v: Tensor, g: Tensor, dim: int | None = 0, eps: float = DEFAULT_EPS) -> Tensor:
@@ -170,14 +188,27 @@ class L1WeightNormSpec:
     centered: bool
 
 
+# The instance attribute holding {name: L1WeightNormSpec}; replaced, never changed in place.
+_L1_SPECS_ATTR = "_l1_weight_norm"
+
+
+def _l1_specs(module: nn.Module) -> dict[str, L1WeightNormSpec]:
+    """The live name -> spec mapping of ``module`` (empty if none); do not change it."""
+    return module.__dict__.get(_L1_SPECS_ATTR, {})
+
+
+def _set_l1_specs(module: nn.Module, specs: dict[str, L1WeightNormSpec]) -> None:
+    module.__dict__[_L1_SPECS_ATTR] = dict(specs)
+
+
 def l1_weight_norm_specs(module: nn.Module) -> dict[str, L1WeightNormSpec]:
     """The L1-weight-normalized parameters of ``module`` itself (not its children), name -> spec."""
-    return dict(module.__dict__.get("_l1_weight_norm", {}))
+    return dict(_l1_specs(module))
 
 
 def is_l1_weight_normed(module: nn.Module, name: str | None = None) -> bool:
     """Whether ``module`` has L1 weight norm (on ``name``, or on any parameter when name is None)."""
-    specs = module.__dict__.get("_l1_weight_norm", {})
+    specs = _l1_specs(module)
     return bool(specs) if name is None else name in specs
 
 
@@ -185,7 +216,7 @@ def _l1_property(name: str) -> property:
     """``module.<name>`` computed from ``<name>_v`` and ``<name>_g`` by the spec's op."""
 
     def fget(self: nn.Module) -> Tensor:
-        spec = self.__dict__.get("_l1_weight_norm", {}).get(name)
+        spec = _l1_specs(self).get(name)
         params = self.__dict__["_parameters"]
         if spec is None:
             if name in params:
@@ -200,7 +231,7 @@ class _L1WeightNormMixin:
     """Clear errors on assignment to the computed weight, a repr showing the norm, and pickling."""
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name in self.__dict__.get("_l1_weight_norm", {}):
+        if name in _l1_specs(self):
             raise AttributeError(
                 f"{name!r} of this {type(self).__name__} is computed from {name}_v and {name}_g; "
                 f"assign to those, or call wnlib.variants.remove_l1_weight_norm(module, {name!r}) first"
@@ -209,12 +240,12 @@ class _L1WeightNormMixin:
 
     def extra_repr(self) -> str:
         base = super().extra_repr()
-        specs = self.__dict__.get("_l1_weight_norm", {}).items()
+        specs = _l1_specs(self).items()
         norms = ", ".join(f"{n}: dim={s.dim}, centered={s.centered}" for n, s in specs)
         return f"{base}, l1_weight_norm=({norms})" if base else f"l1_weight_norm=({norms})"
 
     def __reduce_ex__(self, protocol: Any) -> Any:
-        names = tuple(sorted(self.__dict__["_l1_weight_norm"]))
+        names = tuple(sorted(_l1_specs(self)))
         return (_new_instance, (type(self)._l1_plain, names), self.__getstate__())
 
 
@@ -234,7 +265,7 @@ def _new_instance(plain: type[nn.Module], names: tuple[str, ...]) -> nn.Module:
 
 def _set_class(module: nn.Module) -> None:
     plain = type(module).__dict__.get("_l1_plain", type(module))
-    names = tuple(sorted(module.__dict__.get("_l1_weight_norm", {})))
+    names = tuple(sorted(_l1_specs(module)))
     module.__class__ = _generated_class(plain, names) if names else plain
 
 
@@ -243,14 +274,14 @@ def _check_can_apply(module: nn.Module, name: str) -> Tensor:
     if not isinstance(module, nn.Module):
         raise TypeError(f"l1_weight_norm_module takes an nn.Module, got {type(module).__name__}")
     kind = type(module).__name__
-    if name in module.__dict__.get("_l1_weight_norm", {}):
+    if name in _l1_specs(module):
         raise ValueError(f"L1 weight norm is already applied to {name!r} of this {kind}")
     if is_weight_normed(module):
         raise ValueError(
             f"this {kind} has (L2) weight norm from wnlib.weight_norm; remove it first "
             "(wnlib.remove_weight_norm) to combine it with L1 weight norm"
         )
-    return check_parameter(module, name, "L1 weight norm")
+    return _check_parameter(module, name, "L1 weight norm")
 
 
 def l1_weight_norm_module(
@@ -281,7 +312,7 @@ def l1_weight_norm_module(
         ['bias', 'weight_g', 'weight_v']
     """
     w = _check_can_apply(module, name)
-    dim = canonical_dim(w, default_dim(module) if dim == _DEFAULT_DIM else dim)
+    dim = canonical_dim(w, _default_dim(module) if dim == _DEFAULT_DIM else dim)
     eps = check_eps(eps)
     if not isinstance(centered, bool):
         raise TypeError(f"centered must be True or False, got {type(centered).__name__} {centered!r}")
@@ -291,18 +322,28 @@ def l1_weight_norm_module(
         g = g.reshape(()) if dim is None else g.reshape(-1)
     params = module.__dict__["_parameters"]
     del params[name]
-    specs = dict(module.__dict__.get("_l1_weight_norm", {}))
+    specs = dict(_l1_specs(module))
     specs[name] = L1WeightNormSpec(dim, eps, centered)
     module.register_parameter(f"{name}_v", nn.Parameter(w.detach(), w.requires_grad))
     module.register_parameter(f"{name}_g", nn.Parameter(g, w.requires_grad))
-    module.__dict__["_l1_weight_norm"] = specs
+    _set_l1_specs(module, specs)
     _set_class(module)
     return module
 
 
 def remove_l1_weight_norm(module: nn.Module, name: str = "weight") -> nn.Module:
-    """Fold the L1-normalized weight back into a plain parameter ``name`` (same outputs as before)."""
-    specs = dict(module.__dict__.get("_l1_weight_norm", {}))
+    """Fold the L1-normalized weight back into a plain parameter ``name`` (same outputs as before).
+
+    Example:
+        >>> import torch
+        >>> from wnlib.variants import l1_weight_norm_module, remove_l1_weight_norm
+        >>> layer = l1_weight_norm_module(torch.nn.Linear(4, 3))
+        >>> w = layer.weight.detach().clone()
+        >>> plain = remove_l1_weight_norm(layer)
+        >>> type(plain).__name__, torch.allclose(plain.weight, w)
+        ('Linear', True)
+    """
+    specs = dict(_l1_specs(module))
     if name not in specs:
         has = f"; it has L1 weight norm on {sorted(specs)}" if specs else ""
         raise ValueError(f"{type(module).__name__} has no L1 weight norm on {name!r} to remove{has}")
@@ -310,7 +351,7 @@ def remove_l1_weight_norm(module: nn.Module, name: str = "weight") -> nn.Module:
         w = getattr(module, name).detach().clone()
     requires_grad = module._parameters[f"{name}_v"].requires_grad
     del specs[name]
-    module.__dict__["_l1_weight_norm"] = specs
+    _set_l1_specs(module, specs)
     del module._parameters[f"{name}_v"], module._parameters[f"{name}_g"]
     _set_class(module)
     module.register_parameter(name, nn.Parameter(w, requires_grad))

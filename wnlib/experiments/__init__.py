@@ -11,10 +11,19 @@ Used by the Experiments chapter and by ``python -m wnlib.experiments`` (see :mod
 - :mod:`.presets`: ``cpu-small``, ``cpu-digits`` and ``paper`` settings and learning rates;
 - :mod:`.results`: the parameterizations × seeds grid, summaries and Markdown tables.
 
-Example:
+The whole comparison (cached after the first time; minutes of CPU before that)::
+
+    from wnlib import experiments as ex
+    results = ex.run_grid("cpu-small", seeds=(0, 1, 2))
+    print(ex.markdown_table(ex.summarize(results)))
+
+Example (one configuration of that grid, and the parameterization behind its name):
     >>> from wnlib import experiments as ex
-    >>> results = ex.run_grid("cpu-small", seeds=(0, 1, 2))      # cached after the first time
-    >>> print(ex.markdown_table(ex.summarize(results)))
+    >>> config = ex.make_config("cpu-small", "weightnorm_init", seed=0)
+    >>> config.dataset, config.arch, config.epochs
+    ('mnist1d', 'convnet', 20)
+    >>> ex.get_parameterization("weightnorm_init").label
+    'weight norm + data-dependent init'
 """
 
 from wnlib.experiments.cache import CacheEntryInvalid, NotWritableError, cache_dir

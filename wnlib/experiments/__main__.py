@@ -37,9 +37,18 @@ import torch.distributed as dist
 from wnlib.experiments import cache as _cache
 from wnlib.experiments.data import ChecksumError, DownloadError
 from wnlib.experiments.params import PARAMETERIZATIONS, get_parameterization
-from wnlib.experiments.presets import PRESETS, make_config, preset_threads
+from wnlib.experiments.presets import PRESETS, _preset_threads, make_config
 from wnlib.experiments.results import markdown_table, summarize
-from wnlib.experiments.training import ConfigError, RunResult, check_device, fit, resolve_device, train
+from wnlib.experiments.training import ConfigError, RunResult, _check_device, _resolve_device, fit, train
+
+__all__ = [
+    "OTHER_TASKS",
+    "main",
+    "overrides",
+    "parse_args",
+    "report",
+    "run",
+]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -65,8 +74,8 @@ def _number(kind: Callable[[str], float], what: str, minimum: float) -> Callable
     return parse
 
 
-POSITIVE_INT = _number(int, "a positive integer", 1)
-POSITIVE_FLOAT = _number(float, "a positive finite number", math.ulp(0.0))
+_POSITIVE_INT = _number(int, "a positive integer", 1)
+_POSITIVE_FLOAT = _number(float, "a positive finite number", math.ulp(0.0))
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -89,13 +98,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    p.add_argument("--epochs", type=POSITIVE_INT, help="override the preset's number of epochs")
-    p.add_argument("--lr", type=POSITIVE_FLOAT, help="override the preset's learning rate")
-    p.add_argument("--batch-size", type=POSITIVE_INT, help="global minibatch size (split across ranks)")
-    p.add_argument("--width", type=POSITIVE_FLOAT, help="channel multiplier of the network")
+    p.add_argument("--epochs", type=_POSITIVE_INT, help="override the preset's number of epochs")
+    p.add_argument("--lr", type=_POSITIVE_FLOAT, help="override the preset's learning rate")
+    p.add_argument("--batch-size", type=_POSITIVE_INT, help="global minibatch size (split across ranks)")
+    p.add_argument("--width", type=_POSITIVE_FLOAT, help="channel multiplier of the network")
     p.add_argument("--dataset", help="override the preset's data set (digits, mnist1d, mnist, cifar10)")
     p.add_argument("--arch", help="override the preset's network (mlp, convnet, paper_cnn)")
-    p.add_argument("--max-batches", type=POSITIVE_INT, help="stop each epoch after this many minibatches")
+    p.add_argument("--max-batches", type=_POSITIVE_INT, help="stop each epoch after this many minibatches")
     p.add_argument("--split", choices=("test", "validation"), default=None)
     p.add_argument("--cache-dir", help="cache directory (default $WNLIB_CACHE or ~/.cache/wnlib)")
     p.add_argument("--no-cache", action="store_true", help="train even if a result is cached (and store it)")
@@ -105,7 +114,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="save each run's final state_dict (per rank) in DIR; trains, bypassing the result cache",
     )
     p.add_argument("--json", metavar="FILE", help="also write all results as JSON to FILE")
-    p.add_argument("--threads", type=POSITIVE_INT, help="torch CPU threads (default: the preset's)")
+    p.add_argument("--threads", type=_POSITIVE_INT, help="torch CPU threads (default: the preset's)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p.parse_args(argv)
 
@@ -116,23 +125,23 @@ def overrides(args: argparse.Namespace) -> dict:
     return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
 
 
-def check_outputs(args: argparse.Namespace) -> None:
+def _check_outputs(args: argparse.Namespace) -> None:
     """Before any training: every place the run will write to can be written
     (:class:`~wnlib.experiments.cache.NotWritableError` otherwise)."""
     if args.save_model:
-        _cache.check_writable(args.save_model, "--save-model")
+        _cache._check_writable(args.save_model, "--save-model")
     else:  # results are stored, with --no-cache too
         what = (
-            "--cache-dir" if args.cache_dir else f"the cache directory (${_cache.ENV_VAR} or ~/.cache/wnlib)"
+            "--cache-dir" if args.cache_dir else f"the cache directory (${_cache._ENV_VAR} or ~/.cache/wnlib)"
         )
-        _cache.check_writable(_cache.cache_dir(args.cache_dir) / "results", what)
+        _cache._check_writable(_cache.cache_dir(args.cache_dir) / "results", what)
     if args.json:
         if Path(args.json).is_dir():
             raise _cache.NotWritableError(f"--json: {args.json} is a directory; pass a file name")
-        _cache.check_writable(Path(args.json).expanduser().parent, "--json")
+        _cache._check_writable(Path(args.json).expanduser().parent, "--json")
 
 
-def init_distributed(device: torch.device) -> bool:
+def _init_distributed(device: torch.device) -> bool:
     """Join the process group torchrun describes (WORLD_SIZE > 1); gloo on CPU, NCCL on CUDA."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
         return False
@@ -143,19 +152,19 @@ def init_distributed(device: torch.device) -> bool:
     return True
 
 
-def prepare(args: argparse.Namespace) -> tuple[list, torch.device, int | None]:
+def _prepare(args: argparse.Namespace) -> tuple[list, torch.device, int | None]:
     """(the runs' configurations, the device, the thread count), every argument checked; a ValueError
     (or TypeError, RuntimeError) says what is wrong."""
     params = list(PARAMETERIZATIONS) if args.param == ["all"] else args.param
     params = [get_parameterization(p).name for p in params]
     configs = [make_config(args.preset, p, s, **overrides(args)) for s in args.seeds for p in params]
-    device = check_device(args.device)
-    threads = args.threads if args.threads is not None else preset_threads(args.preset)
-    check_outputs(args)
+    device = _check_device(args.device)
+    threads = args.threads if args.threads is not None else _preset_threads(args.preset)
+    _check_outputs(args)
     return configs, device, threads
 
 
-def heading(result: RunResult) -> str:
+def _heading(result: RunResult) -> str:
     """The line above a run's table: its parameterization and seed, whether cached or diverged."""
     c = result.config
     notes = [" (cached)" if result.cached else ""]
@@ -211,7 +220,7 @@ def run(
                 )
             results.append(result)
             if rank == 0:
-                print(f"\n{heading(result)}\n\n{result.to_markdown()}")
+                print(f"\n{_heading(result)}\n\n{result.to_markdown()}")
     return results
 
 
@@ -255,12 +264,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:  # --help, or a bad argument (already reported in one line)
         return e.code if isinstance(e.code, int) else 2
     try:
-        configs, device, threads = prepare(args)
+        configs, device, threads = _prepare(args)
     except (ValueError, TypeError, RuntimeError) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
-    started = init_distributed(device)
-    device = resolve_device(args.device)  # the local GPU once the group exists
+    started = _init_distributed(device)
+    device = _resolve_device(args.device)  # the local GPU once the group exists
     rank = dist.get_rank() if dist.is_initialized() else 0
     try:
         results = run(args, configs, device, threads, rank)

@@ -4,13 +4,13 @@ One directory holds both (``data/`` and ``results/``). It is, in order of preced
 ``cache_dir`` argument, the ``WNLIB_CACHE`` environment variable, or ``~/.cache/wnlib``.
 
 A finished run is stored as JSON under a key that hashes its full configuration together with the
-wnlib version and :data:`RESULTS_VERSION`, so re-running a notebook reuses results and changing any
+wnlib version and :data:`_RESULTS_VERSION`, so re-running a notebook reuses results and changing any
 setting (or the training code's version) trains afresh. The Experiments chapter relies on this.
 
 The files are strict JSON: a non-finite number (the loss of a diverged run) is stored as ``null``.
 They are written atomically (a temporary file in the same directory, then :func:`os.replace`), so a
 reader never sees half a file; a file that is unreadable or does not hold a JSON object is reported
-by :func:`read_result` and treated by its callers as a miss, retrained and replaced.
+by :func:`_read_result` and treated by its callers as a miss, retrained and replaced.
 """
 
 from __future__ import annotations
@@ -23,12 +23,22 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-#: The environment variable that sets the cache directory.
-ENV_VAR = "WNLIB_CACHE"
+__all__ = [
+    "DEFAULT_DIR",
+    "CacheEntryInvalid",
+    "NotWritableError",
+    "cache_dir",
+    "dumps",
+    "load_result",
+    "result_path",
+    "save_result",
+]
+
+_ENV_VAR = "WNLIB_CACHE"
 #: The cache directory when the environment variable is not set.
 DEFAULT_DIR = Path("~/.cache/wnlib")
-#: Bump when a change to the training code changes what a configuration produces.
-RESULTS_VERSION = 1
+# Bump when a change to the training code changes what a configuration produces.
+_RESULTS_VERSION = 1
 
 
 class CacheEntryInvalid(UserWarning):
@@ -43,11 +53,11 @@ def cache_dir(path: str | os.PathLike[str] | None = None) -> Path:
     """The cache directory: ``path`` if given, else ``$WNLIB_CACHE``, else ``~/.cache/wnlib``."""
     if path is not None:
         return Path(path).expanduser()
-    env = os.environ.get(ENV_VAR)
+    env = os.environ.get(_ENV_VAR)
     return Path(env).expanduser() if env else DEFAULT_DIR.expanduser()
 
 
-def config_key(config: dict[str, Any]) -> str:
+def _config_key(config: dict[str, Any]) -> str:
     """A short stable hash of a JSON-serializable configuration (sorted keys)."""
     text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
@@ -58,32 +68,32 @@ def result_path(key: str, path: str | os.PathLike[str] | None = None) -> Path:
     return cache_dir(path) / "results" / f"{key}.json"
 
 
-def json_safe(obj: Any) -> Any:
+def _json_safe(obj: Any) -> Any:
     """``obj`` with every non-finite float (NaN, ±inf) replaced by None, so that it is valid JSON.
 
     Example:
-        >>> json_safe({"loss": [0.5, float("nan")], "n": 3})
+        >>> _json_safe({"loss": [0.5, float("nan")], "n": 3})
         {'loss': [0.5, None], 'n': 3}
     """
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
+        return {k: _json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
+        return [_json_safe(v) for v in obj]
     return obj
 
 
 def dumps(obj: Any, indent: int | None = 1) -> str:
-    """Strict JSON of ``obj`` (sorted keys; non-finite numbers as ``null``, see :func:`json_safe`)."""
-    return json.dumps(json_safe(obj), indent=indent, sort_keys=True, allow_nan=False)
+    """Strict JSON of ``obj`` (sorted keys; non-finite numbers as ``null``, see :func:`_json_safe`)."""
+    return json.dumps(_json_safe(obj), indent=indent, sort_keys=True, allow_nan=False)
 
 
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
-def read_result(
+def _read_result(
     key: str, path: str | os.PathLike[str] | None = None
 ) -> tuple[dict[str, Any] | None, str | None]:
     """(the stored JSON object of ``key``, None), or (None, None) when nothing is stored, or
@@ -108,7 +118,7 @@ def read_result(
 
 def load_result(key: str, path: str | os.PathLike[str] | None = None) -> dict[str, Any] | None:
     """The stored JSON object for ``key``, or None when there is none or it is unreadable."""
-    return read_result(key, path)[0]
+    return _read_result(key, path)[0]
 
 
 def _clear(file: Path) -> None:
@@ -140,7 +150,7 @@ def save_result(key: str, result: dict[str, Any], path: str | os.PathLike[str] |
     return file
 
 
-def check_writable(directory: str | os.PathLike[str], what: str) -> Path:
+def _check_writable(directory: str | os.PathLike[str], what: str) -> Path:
     """``directory`` as a Path, created if missing, after checking that a file can be written in it
     (a probe file, removed again); else :class:`NotWritableError` naming ``what`` (e.g. ``--cache-dir``).
     """

@@ -39,12 +39,27 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from wnlib.experiments.cache import ENV_VAR, cache_dir
+from wnlib._extras import require
+from wnlib.experiments.cache import _ENV_VAR, cache_dir
+
+__all__ = [
+    "DATASETS",
+    "INPUT_SHAPES",
+    "REMOTE_FILES",
+    "ZCA",
+    "ChecksumError",
+    "Dataset",
+    "DownloadError",
+    "RemoteFile",
+    "fetch",
+    "load_dataset",
+    "standardize",
+    "verify",
+]
 
 #: The data sets :func:`load_dataset` knows.
 DATASETS = ("digits", "mnist1d", "mnist", "cifar10")
-#: The data sets that are downloaded (and checksum-verified) on first use; the others ship offline.
-DOWNLOADED = ("mnist", "cifar10")
+_DOWNLOADED = ("mnist", "cifar10")
 #: The shape of one example of each data set, channel first (known without loading it).
 INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "digits": (1, 8, 8),
@@ -107,7 +122,7 @@ class Dataset:
         )
 
 
-def check_name(name: str, valid: Sequence[str], what: str) -> str:
+def _check_name(name: str, valid: Sequence[str], what: str) -> str:
     """``name`` if it is one of ``valid``; otherwise a ValueError that lists the valid names."""
     if name not in valid:
         raise ValueError(f"unknown {what} {name!r}; valid {what}s: {', '.join(valid)}")
@@ -127,10 +142,10 @@ def load_dataset(
             downloaded data sets use it.
         download: whether ``mnist``/``cifar10`` may be downloaded when missing.
     """
-    check_name(name, DATASETS, "dataset")
-    check_name(split, ("test", "validation"), "split")
-    if name in DOWNLOADED:
-        arrays = _LOADERS[name](data_dir(cache), download)
+    _check_name(name, DATASETS, "dataset")
+    _check_name(split, ("test", "validation"), "split")
+    if name in _DOWNLOADED:
+        arrays = _LOADERS[name](_data_dir(cache), download)
     else:
         arrays = _LOADERS[name]()
     x_train, y_train, x_test, y_test, num_classes = arrays
@@ -145,8 +160,7 @@ def load_dataset(
     return data.validation_split() if split == "validation" else data
 
 
-#: What a loader returns, (x_train, y_train, x_test, y_test, number of classes).
-Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]
+_Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]
 
 
 def standardize(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -161,8 +175,8 @@ def standardize(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np
 
 
 @functools.cache
-def _digits() -> Arrays:
-    from sklearn.datasets import load_digits
+def _digits() -> _Arrays:
+    load_digits = require("sklearn.datasets", "the digits data set").load_digits
 
     bunch = load_digits()
     x = bunch.images.astype(np.float64)[:, None]  # (1797, 1, 8, 8), values 0..16
@@ -175,8 +189,9 @@ def _digits() -> Arrays:
 
 
 @functools.cache
-def _mnist1d() -> Arrays:
-    from mnist1d.data import get_dataset_args, make_dataset
+def _mnist1d() -> _Arrays:
+    mnist1d_data = require("mnist1d.data", "the MNIST-1D data set")
+    get_dataset_args, make_dataset = mnist1d_data.get_dataset_args, mnist1d_data.make_dataset
 
     # make_dataset seeds Python's and NumPy's global generators (args.seed = 42); restore them after.
     np_state, py_state = np.random.get_state(), random.getstate()
@@ -243,12 +258,12 @@ REMOTE_FILES: dict[str, tuple[RemoteFile, ...]] = {
 }
 
 
-def data_dir(cache: str | os.PathLike[str] | None = None) -> Path:
+def _data_dir(cache: str | os.PathLike[str] | None = None) -> Path:
     """Where downloaded data sets are kept: ``<cache>/data``."""
     return cache_dir(cache) / "data"
 
 
-def file_digest(path: Path, algorithm: str) -> str:
+def _file_digest(path: Path, algorithm: str) -> str:
     """Hex digest of a file, read in 1 MiB chunks."""
     h = hashlib.new(algorithm)
     with open(path, "rb") as f:
@@ -261,7 +276,7 @@ def verify(path: Path, remote: RemoteFile) -> None:
     """Raise :class:`ChecksumError` unless ``path`` has ``remote``'s SHA-256 (and MD5, where known)."""
     checks = [("sha256", remote.sha256)] + ([("md5", remote.md5)] if remote.md5 else [])
     for algorithm, expected in checks:
-        actual = file_digest(path, algorithm)
+        actual = _file_digest(path, algorithm)
         if actual != expected:
             raise ChecksumError(
                 f"{path} has {algorithm.upper()} {actual}, but {remote.filename} must have {expected}. "
@@ -292,7 +307,7 @@ def fetch(remote: RemoteFile, directory: Path, download: bool = True) -> Path:
         how = (
             f"Download {remote.filename} by hand from {remote.urls[0]} and put it at {target} "
             f"(SHA-256 {remote.sha256}). The cache directory is set by --cache-dir or the cache argument, "
-            f"else ${ENV_VAR}, else ~/.cache/wnlib."
+            f"else ${_ENV_VAR}, else ~/.cache/wnlib."
         )
         if not download:
             raise DownloadError(f"{target} is missing and download=False. {how}")
@@ -320,7 +335,7 @@ def _read_idx(path: Path) -> np.ndarray:
 
 
 @functools.cache
-def _mnist(directory: Path, download: bool) -> Arrays:
+def _mnist(directory: Path, download: bool) -> _Arrays:
     paths = [fetch(r, directory / "mnist", download) for r in REMOTE_FILES["mnist"]]
     x_train, y_train, x_test, y_test = (_read_idx(p) for p in paths)
     x_train, x_test = standardize(x_train[:, None] / 255.0, x_test[:, None] / 255.0)
@@ -328,7 +343,7 @@ def _mnist(directory: Path, download: bool) -> Arrays:
 
 
 @functools.cache
-def _cifar10(directory: Path, download: bool) -> Arrays:
+def _cifar10(directory: Path, download: bool) -> _Arrays:
     archive = fetch(REMOTE_FILES["cifar10"][0], directory / "cifar10", download)
     batches: dict[str, dict] = {}
     with tarfile.open(archive, "r:gz") as tar:
@@ -364,9 +379,14 @@ class ZCA:
     (it is symmetric), so whitened images still look like images, with edges emphasized. ``ε`` (the
     paper's code uses 1e-5) keeps directions of near-zero variance from being blown up.
 
-    Example:
-        >>> zca = ZCA().fit(x_train)
-        >>> x_white = zca.apply(x_test)
+    Example (whitened training data has covariance ≈ I):
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> mix = np.array([[2.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 0.5]])
+        >>> x_train = rng.normal(size=(2000, 3)) @ mix  # correlated features
+        >>> x_white = ZCA().fit(x_train).apply(x_train)
+        >>> bool(np.allclose(np.cov(x_white, rowvar=False, bias=True), np.eye(3), atol=1e-3))
+        True
     """
 
     def __init__(self, regularization: float = 1e-5) -> None:

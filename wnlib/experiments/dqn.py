@@ -31,8 +31,28 @@ import torch
 from torch import Tensor, nn
 
 import wnlib
+from wnlib._extras import require
 from wnlib._threads import torch_threads
 from wnlib.experiments import cache as _cache
+
+__all__ = [
+    "DQN_PARAMS",
+    "DQN_PRESETS",
+    "PAPER_LEARNING_RATES",
+    "DQNConfig",
+    "DQNRunResult",
+    "ReplayBuffer",
+    "cached_dqn_result",
+    "dqn_cache_key",
+    "epsilon",
+    "fit_dqn",
+    "main",
+    "make_dqn_config",
+    "q_network",
+    "run_dqn_grid",
+    "td_loss",
+    "train_dqn",
+]
 
 #: The two parameterizations of §5.4 (names as in :mod:`wnlib.experiments.params`).
 DQN_PARAMS = ("normal", "weightnorm")
@@ -197,7 +217,7 @@ def td_loss(q: nn.Module, target: nn.Module, batch: tuple[Tensor, ...], gamma: f
 
 def fit_dqn(config: DQNConfig) -> DQNRunResult:
     """Train one DQN run on one CPU thread; every episode's return is recorded."""
-    import gymnasium as gym
+    gym = require("gymnasium", "the DQN experiment (CartPole)")
 
     start = time.perf_counter()
     env = gym.make(config.env_id)
@@ -258,8 +278,8 @@ def _update(q: nn.Module, target: nn.Module, opt: torch.optim.Optimizer, batch: 
 
 def dqn_cache_key(config: DQNConfig) -> str:
     """The hash a DQN run is cached under: its configuration and the wnlib and cache format versions."""
-    return _cache.config_key(
-        {"dqn": asdict(config), "wnlib": wnlib.__version__, "results_version": _cache.RESULTS_VERSION}
+    return _cache._config_key(
+        {"dqn": asdict(config), "wnlib": wnlib.__version__, "results_version": _cache._RESULTS_VERSION}
     )
 
 
@@ -268,7 +288,7 @@ def cached_dqn_result(config: DQNConfig, cache_dir: str | None = None) -> DQNRun
     import warnings
 
     key = dqn_cache_key(config)
-    stored, problem = _cache.read_result(key, cache_dir)
+    stored, problem = _cache._read_result(key, cache_dir)
     if stored is not None:
         try:
             result = DQNRunResult.from_dict(stored, cached=True)
@@ -334,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = {} if args.steps is None else {"steps": args.steps}
     try:
         configs = [make_dqn_config(args.preset, p, s, **overrides) for s in seeds for p in args.param]
-        _cache.check_writable(_cache.cache_dir(args.cache_dir) / "results", "--cache-dir")
+        _cache._check_writable(_cache.cache_dir(args.cache_dir) / "results", "--cache-dir")
     except (ValueError, TypeError) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2

@@ -32,8 +32,22 @@ from torch import Tensor, nn
 
 import wnlib
 import wnlib.nn as wnn
-from wnlib.experiments.data import check_name
+from wnlib.experiments.data import _check_name
 from wnlib.experiments.params import Parameterization, get_parameterization
+
+__all__ = [
+    "ARCHITECTURES",
+    "LEAKY_SLOPE",
+    "MIN_POSITIONS",
+    "GaussianNoise",
+    "GlobalAveragePool",
+    "LayerFactory",
+    "build_model",
+    "convnet",
+    "initialize",
+    "mlp",
+    "paper_cnn",
+]
 
 #: The networks :func:`build_model` builds.
 ARCHITECTURES = ("mlp", "convnet", "paper_cnn")
@@ -103,15 +117,15 @@ class LayerFactory:
 MIN_POSITIONS = {"convnet": 4, "paper_cnn": 12}
 
 
-def check_input_shape(arch: str, input_shape: Sequence[int]) -> tuple[int, ...]:
+def _check_input_shape(arch: str, input_shape: Sequence[int]) -> tuple[int, ...]:
     """``input_shape`` (one example, channel first) as a tuple if network ``arch`` can take it; else a
     ValueError saying what it needs.
 
     Example (the digits' 8×8 images are too small for ``paper_cnn``, which raises a ValueError):
-        >>> check_input_shape("paper_cnn", (3, 32, 32))
+        >>> _check_input_shape("paper_cnn", (3, 32, 32))
         (3, 32, 32)
     """
-    check_name(arch, ARCHITECTURES, "architecture")
+    _check_name(arch, ARCHITECTURES, "architecture")
     shape = tuple(int(n) for n in input_shape)
     if arch not in MIN_POSITIONS:
         return shape
@@ -170,7 +184,7 @@ def convnet(
     The convolutions are 3 wide with padding 1 and 1-D or 2-D according to ``input_shape`` ((C, L) or
     (C, H, W)); leaky ReLU after each.
     """
-    check_input_shape("convnet", input_shape)
+    _check_input_shape("convnet", input_shape)
     make = LayerFactory(get_parameterization(param))
     ndim = len(input_shape) - 1
     c_in, spatial = input_shape[0], list(input_shape[1:])
@@ -203,7 +217,7 @@ def paper_cnn(
     ×2, global average pool, dense. Works for 1-D inputs too (e.g. MNIST-1D), given at least 12
     positions.
     """
-    check_input_shape("paper_cnn", input_shape)
+    _check_input_shape("paper_cnn", input_shape)
     make = LayerFactory(get_parameterization(param))
     ndim = len(input_shape) - 1
     pool = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)[ndim - 1]
@@ -236,7 +250,7 @@ def build_model(
 ) -> nn.Sequential:
     """Network ``arch`` (one of :data:`~wnlib.experiments.models.ARCHITECTURES`) under parameterization
     ``param``, not yet initialized from data: call :func:`initialize` next."""
-    check_name(arch, ARCHITECTURES, "architecture")
+    _check_name(arch, ARCHITECTURES, "architecture")
     return _BUILDERS[arch](tuple(input_shape), num_classes, param, width=width, **kwargs)
 
 

@@ -29,7 +29,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from wnlib.experiments.data import check_name
+from wnlib.experiments.data import _check_name
+
+__all__ = [
+    "PALETTE",
+    "PARAMETERIZATIONS",
+    "Normalizer",
+    "Parameterization",
+    "get_parameterization",
+]
 
 #: The normalization layer after each weight layer, batch norm, mean-only batch norm or none.
 Normalizer = Literal["batch", "mean_only"] | None
@@ -86,4 +94,4 @@ def get_parameterization(name: str | Parameterization) -> Parameterization:
     """The :class:`Parameterization` called ``name``; a ValueError listing the valid names otherwise."""
     if isinstance(name, Parameterization):
         return name
-    return PARAMETERIZATIONS[check_name(name, tuple(PARAMETERIZATIONS), "parameterization")]
+    return PARAMETERIZATIONS[_check_name(name, tuple(PARAMETERIZATIONS), "parameterization")]

@@ -41,11 +41,18 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from wnlib.experiments.data import check_name
+from wnlib.experiments.data import _check_name
 from wnlib.experiments.params import get_parameterization
 from wnlib.experiments.training import TrainConfig
 
-#: The best rates of the paper's search (§5.1; see the module docstring). 0.0003 for the normal
+__all__ = [
+    "CPU_LEARNING_RATES",
+    "PAPER_LEARNING_RATES",
+    "PRESETS",
+    "make_config",
+]
+
+#: The best rates of the paper's search (§5.1; see the module docstring): 0.0003 for the normal
 #: parameterization, 0.003 for every other (weight norm + mean-only BN takes the weight-norm rate).
 PAPER_LEARNING_RATES: dict[str, float] = {
     "normal": 0.0003,
@@ -113,7 +120,7 @@ def make_config(
         >>> make_config("paper", "normal").lr    # the paper's best rate for it (§5.1)
         0.0003
     """
-    check_name(preset, tuple(PRESETS), "preset")
+    _check_name(preset, tuple(PRESETS), "preset")
     param = get_parameterization(param).name
     entry = PRESETS[preset]
     lr = overrides.pop("lr", None)
@@ -122,6 +129,6 @@ def make_config(
     return replace(entry["config"], param=param, seed=seed, lr=lr, **overrides)
 
 
-def preset_threads(preset: str) -> int | None:
+def _preset_threads(preset: str) -> int | None:
     """The CPU thread count ``preset`` runs with (see :data:`PRESETS`)."""
-    return PRESETS[check_name(preset, tuple(PRESETS), "preset")]["threads"]
+    return PRESETS[_check_name(preset, tuple(PRESETS), "preset")]["threads"]

@@ -12,20 +12,35 @@ from __future__ import annotations
 
 import math
 import statistics
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
+import wnlib
+from wnlib._extras import require
+from wnlib.experiments import cache as _cache
+from wnlib.experiments import training as _training
 from wnlib.experiments.params import PARAMETERIZATIONS, get_parameterization
-from wnlib.experiments.presets import make_config, preset_threads
+from wnlib.experiments.presets import _preset_threads, make_config
+from wnlib.experiments.tables import markdown_table
 from wnlib.experiments.training import RunResult, cached_result, train
 
-#: Every parameterization's name, in the order of the tables.
-ALL = tuple(PARAMETERIZATIONS)
+__all__ = [
+    "benchmark_epochs",
+    "curves",
+    "epoch_costs",
+    "lr_sweep",
+    "markdown_table",
+    "run_grid",
+    "summarize",
+]
+
+_ALL = tuple(PARAMETERIZATIONS)
 
 
 def run_grid(
     preset: str = "cpu-small",
-    params: Iterable[str] = ALL,
+    params: Iterable[str] = _ALL,
     seeds: Iterable[int] = (0, 1, 2),
     *,
     device: str | None = None,
@@ -48,7 +63,7 @@ def run_grid(
     with :func:`benchmark_epochs`. Returns the results in grid order.
     """
     if threads == "preset":
-        threads = preset_threads(preset)
+        threads = _preset_threads(preset)
     params = [get_parameterization(p).name for p in params]
     configs = [make_config(preset, p, s, **overrides) for s in seeds for p in params]
     kwargs = {
@@ -58,7 +73,7 @@ def run_grid(
         "cache_dir": cache_dir,
         "threads": threads,
     }
-    from tqdm.auto import tqdm
+    tqdm = require("tqdm.auto", "the progress bar").tqdm
 
     bar = tqdm(total=len(configs), desc=f"{preset} grid", disable=quiet, dynamic_ncols=True)
     results: list[RunResult | None] = [None] * len(configs)
@@ -156,7 +171,7 @@ def epoch_costs(results: Iterable[RunResult], baseline: str = "normal") -> list[
 
 def benchmark_epochs(
     preset: str = "cpu-small",
-    params: Iterable[str] = ALL,
+    params: Iterable[str] = _ALL,
     repeats: int = 5,
     *,
     device: str | None = None,
@@ -175,32 +190,30 @@ def benchmark_epochs(
     type and wnlib version), so a notebook shows the same numbers on every execution; pass
     ``use_cache=False`` to measure again.
     """
-    import wnlib
-    from wnlib.experiments import cache as _cache
-    from wnlib.experiments.training import fit, resolve_device
-
     params = [get_parameterization(p).name for p in params]
     if threads == "preset":
-        threads = preset_threads(preset)
-    resolved = resolve_device(device)
-    key = _cache.config_key(
+        threads = _preset_threads(preset)
+    resolved = _training._resolve_device(device)
+    key = _cache._config_key(
         {
             "benchmark_epochs": [preset, params, repeats, sorted(overrides.items()), threads],
             "device": resolved.type,
             "wnlib": wnlib.__version__,
-            "results_version": _cache.RESULTS_VERSION,
+            "results_version": _cache._RESULTS_VERSION,
         }
     )
     if use_cache and (rows := _stored_timings(key, cache_dir, params)) is not None:
         return rows
-    from tqdm.auto import tqdm
+    tqdm = require("tqdm.auto", "the progress bar").tqdm
 
     seconds: dict[str, list[float]] = {p: [] for p in params}
     with tqdm(total=repeats * len(params), desc="epoch timing", disable=quiet, dynamic_ncols=True) as bar:
         for r in range(repeats):
             for p in params:
                 config = make_config(preset, p, r, **{"epochs": 1, **overrides})
-                _, result = fit(config, device=resolved, quiet=True, cache_dir=cache_dir, threads=threads)
+                _, result = _training.fit(
+                    config, device=resolved, quiet=True, cache_dir=cache_dir, threads=threads
+                )
                 seconds[p].append(result.epochs[0].seconds)
                 bar.update()
     base = seconds.get("normal")
@@ -219,11 +232,7 @@ def benchmark_epochs(
 def _stored_timings(key: str, cache_dir: str | None, params: list[str]) -> list[dict[str, Any]] | None:
     """The stored rows of :func:`benchmark_epochs`, or None: nothing stored, or (with a
     :class:`~wnlib.experiments.cache.CacheEntryInvalid` warning) an entry that is not such a table."""
-    import warnings
-
-    from wnlib.experiments import cache as _cache
-
-    stored, problem = _cache.read_result(key, cache_dir)
+    stored, problem = _cache._read_result(key, cache_dir)
     if stored is not None:
         rows = stored.get("rows")
         numbers = ("min_seconds", "median_seconds")
@@ -250,7 +259,7 @@ def curves(results: Iterable[RunResult], key: str = "test_error") -> dict[str, l
 
 def lr_sweep(
     preset: str = "cpu-small",
-    params: Iterable[str] = ALL,
+    params: Iterable[str] = _ALL,
     rates: Sequence[float] = (0.001, 0.003, 0.01, 0.03, 0.1),
     seed: int = 100,
     *,
@@ -265,7 +274,7 @@ def lr_sweep(
     part in the choice.
     """
     if threads == "preset":
-        threads = preset_threads(preset)
+        threads = _preset_threads(preset)
     rows, best = [], {}
     for param in [get_parameterization(p).name for p in params]:
         errors = {}
@@ -276,34 +285,3 @@ def lr_sweep(
             rows.append({"param": param, "lr": lr, "validation_error": 100 * result.final_test_error})
         best[param] = min(errors, key=lambda lr: (errors[lr], lr))
     return best, rows
-
-
-def _format(value: Any, floatfmt: str) -> str:
-    if isinstance(value, float):
-        return format(value, floatfmt)
-    return str(value)
-
-
-def markdown_table(
-    rows: Sequence[dict[str, Any]],
-    columns: Sequence[str] | None = None,
-    floatfmt: str = ".4g",
-    align: str | None = None,
-) -> str:
-    """A Markdown table of ``rows`` (dicts; columns: ``columns`` or the first row's keys).
-
-    ``align``: one letter per column, ``l`` (the default for every column) or ``r`` (right-aligned,
-    for numbers).
-    """
-    if not rows:
-        return ""
-    columns = list(columns or rows[0])
-    align = align or "l" * len(columns)
-    if len(align) != len(columns) or set(align) - {"l", "r"}:
-        raise ValueError(f"align must be one of 'l' or 'r' per column ({len(columns)}), got {align!r}")
-    lines = [
-        "| " + " | ".join(columns) + " |",
-        "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|",
-    ]
-    lines += ["| " + " | ".join(_format(row.get(c, ""), floatfmt) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)

@@ -13,6 +13,10 @@ from dataclasses import dataclass
 
 import torch
 
+__all__ = [
+    "AdamSchedule",
+]
+
 
 @dataclass(frozen=True)
 class AdamSchedule:

@@ -38,12 +38,26 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
 import wnlib
+from wnlib._extras import require
 from wnlib._threads import torch_threads
 from wnlib.experiments import cache as _cache
-from wnlib.experiments.data import DATASETS, DOWNLOADED, INPUT_SHAPES, check_name, load_dataset
-from wnlib.experiments.models import ARCHITECTURES, build_model, check_input_shape, initialize
+from wnlib.experiments.data import _DOWNLOADED, DATASETS, INPUT_SHAPES, _check_name, load_dataset
+from wnlib.experiments.models import ARCHITECTURES, _check_input_shape, build_model, initialize
 from wnlib.experiments.params import get_parameterization
 from wnlib.experiments.schedule import AdamSchedule
+from wnlib.experiments.tables import markdown_table
+
+__all__ = [
+    "ConfigError",
+    "EpochResult",
+    "RunResult",
+    "TrainConfig",
+    "cache_key",
+    "cached_result",
+    "evaluate",
+    "fit",
+    "train",
+]
 
 
 @dataclass(frozen=True)
@@ -92,12 +106,12 @@ class TrainConfig:
     max_batches: int | None = None
 
     def __post_init__(self) -> None:
-        check_name(self.dataset, DATASETS, "dataset")
-        check_name(self.arch, ARCHITECTURES, "architecture")
-        check_name(self.split, ("test", "validation"), "split")
+        _check_name(self.dataset, DATASETS, "dataset")
+        _check_name(self.arch, ARCHITECTURES, "architecture")
+        _check_name(self.split, ("test", "validation"), "split")
         get_parameterization(self.param)
         try:
-            check_input_shape(self.arch, INPUT_SHAPES[self.dataset])
+            _check_input_shape(self.arch, INPUT_SHAPES[self.dataset])
         except ValueError as e:
             raise ValueError(f"dataset {self.dataset}: {e}") from None
         _check_fields(self)
@@ -193,8 +207,6 @@ class RunResult:
 
     def to_markdown(self) -> str:
         """The per-epoch table in Markdown (errors in %)."""
-        from wnlib.experiments.results import markdown_table
-
         rows = [
             {
                 "epoch": e.epoch,
@@ -277,14 +289,14 @@ def _epochs_from_list(rows: Any, row_type: type = EpochResult) -> list:
 # --------------------------------------------------------------------------------------------------
 
 
-def seed_everything(seed: int) -> None:
+def _seed_everything(seed: int) -> None:
     """Seed Python's, NumPy's and torch's (CPU and CUDA) generators."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
 
 
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
+def _resolve_device(device: str | torch.device | None = None) -> torch.device:
     """``device`` as a torch.device; None or ``"auto"``: CUDA when available, else CPU. Under torchrun
     with CUDA, the rank's local GPU."""
     if device is None or device == "auto":
@@ -295,10 +307,10 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return device
 
 
-def check_device(device: str | torch.device | None = None) -> torch.device:
-    """:func:`resolve_device`, and a ValueError when it names a CUDA device this machine does not have
+def _check_device(device: str | torch.device | None = None) -> torch.device:
+    """:func:`_resolve_device`, and a ValueError when it names a CUDA device this machine does not have
     (reading cached results needs no device, training does)."""
-    device = resolve_device(device)
+    device = _resolve_device(device)
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(
@@ -313,7 +325,7 @@ def check_device(device: str | torch.device | None = None) -> torch.device:
     return device
 
 
-def check_batch_size(config: TrainConfig, n_train: int, world: int) -> None:
+def _check_batch_size(config: TrainConfig, n_train: int, world: int) -> None:
     """A :class:`ConfigError` unless ``config.batch_size`` splits evenly over ``world`` ranks and at
     least one full minibatch fits in the ``n_train`` training examples."""
     if config.batch_size % world:
@@ -337,13 +349,13 @@ def _distributed(process_group: dist.ProcessGroup | None) -> tuple[dist.ProcessG
 def cache_key(config: TrainConfig, device: torch.device, world_size: int) -> str:
     """The hash a run is cached under: its configuration, the device type, the number of ranks, the
     wnlib version and the cache format version."""
-    return _cache.config_key(
+    return _cache._config_key(
         {
             "config": asdict(config),
             "device": device.type,
             "world_size": world_size,
             "wnlib": wnlib.__version__,
-            "results_version": _cache.RESULTS_VERSION,
+            "results_version": _cache._RESULTS_VERSION,
         }
     )
 
@@ -369,7 +381,7 @@ def _sync(device: torch.device) -> None:
 
 
 def _progress(total: int, quiet: bool, desc: str) -> Any:
-    from tqdm.auto import tqdm
+    tqdm = require("tqdm.auto", "the progress bar").tqdm
 
     return tqdm(total=total, disable=quiet, desc=desc, leave=False, dynamic_ncols=True)
 
@@ -399,7 +411,7 @@ def fit(
         threads: torch's CPU threads during the run (None: unchanged).
     """
     with torch_threads(threads):
-        return _fit(config, check_device(device), quiet, process_group, cache_dir)
+        return _fit(config, _check_device(device), quiet, process_group, cache_dir)
 
 
 def _fit(
@@ -410,16 +422,16 @@ def _fit(
     cache_dir: str | None,
 ) -> tuple[nn.Module, RunResult]:
     group, rank, world = _distributed(process_group)
-    if group is not None and config.dataset in DOWNLOADED and rank != 0:
+    if group is not None and config.dataset in _DOWNLOADED and rank != 0:
         dist.barrier(group)  # let rank 0 download first
     data = load_dataset(config.dataset, split=config.split, cache=cache_dir)
-    if group is not None and config.dataset in DOWNLOADED and rank == 0:
+    if group is not None and config.dataset in _DOWNLOADED and rank == 0:
         dist.barrier(group)
-    check_batch_size(config, len(data.y_train), world)
+    _check_batch_size(config, len(data.y_train), world)
     x_train, y_train = data.x_train.to(device), data.y_train.to(device)
     x_test, y_test = data.x_test.to(device), data.y_test.to(device)
 
-    seed_everything(config.seed)
+    _seed_everything(config.seed)
     model = build_model(config.arch, data.input_shape, data.num_classes, config.param, width=config.width)
     model.to(device).train()
 
@@ -525,9 +537,9 @@ def cached_result(
     :class:`~wnlib.experiments.cache.CacheEntryInvalid` warning; :func:`train` then retrains and
     replaces it.
     """
-    resolved = resolve_device(device)
+    resolved = _resolve_device(device)
     key = cache_key(config, resolved, world_size)
-    stored, problem = _cache.read_result(key, cache_dir)
+    stored, problem = _cache._read_result(key, cache_dir)
     if stored is not None:
         try:
             result = RunResult.from_dict(stored, cached=True)
@@ -581,7 +593,7 @@ def train(
         process_group: for data-parallel training (default: the initialized default group, if any).
         threads: torch's CPU threads while training (None: unchanged; the CPU presets use 1).
     """
-    resolved = resolve_device(device)
+    resolved = _resolve_device(device)
     group, rank, world = _distributed(process_group)
     if use_cache:
         stored = cached_result(config, device=resolved, cache_dir=cache_dir, world_size=world)

@@ -36,8 +36,10 @@ classification runs (:mod:`wnlib.experiments.cache`); the chapter's are committe
 
 Example:
     >>> from wnlib.experiments import vae
-    >>> config = vae.make_vae_config("vae-small", "weightnorm_init", seed=0, epochs=1, max_batches=2)
-    >>> result = vae.fit_vae(config, device="cpu")[1]
+    >>> config = vae.make_vae_config(
+    ...     "vae-small", "weightnorm_init", seed=0, epochs=1, max_batches=2, test_samples=1, iw_samples=0
+    ... )
+    >>> result = vae.fit_vae(config, device="cpu", threads=1)[1]
     >>> len(result.epochs), result.epochs[0].test_elbo < 0
     (1, True)
 """
@@ -64,11 +66,45 @@ from torch import Tensor, nn
 
 import wnlib
 import wnlib.nn as wnn
+from wnlib._extras import require
 from wnlib._threads import torch_threads
 from wnlib.experiments import cache as _cache
-from wnlib.experiments.data import ChecksumError, DownloadError, check_name
+from wnlib.experiments.data import ChecksumError, DownloadError, _check_name
 from wnlib.experiments.models import initialize
-from wnlib.experiments.training import _epochs_from_list, check_device, resolve_device, seed_everything
+from wnlib.experiments.tables import markdown_table
+from wnlib.experiments.training import _check_device, _epochs_from_list, _resolve_device, _seed_everything
+
+__all__ = [
+    "TEST_BINARIZATION_SEED",
+    "VAE_DATASETS",
+    "VAE_PARAMS",
+    "VAE_PRESETS",
+    "ConvVAE",
+    "ResBlock",
+    "VAEConfig",
+    "VAEEpoch",
+    "VAERunResult",
+    "bernoulli_log_likelihood",
+    "build_vae",
+    "cached_vae_result",
+    "fit_vae",
+    "gaussian_kl",
+    "gaussian_log_density",
+    "importance_weighted_bound",
+    "late_variance",
+    "load_vae_data",
+    "log_weights",
+    "main",
+    "make_vae_config",
+    "mean_elbo",
+    "mean_iw_bound",
+    "parse_args",
+    "run_table",
+    "run_vae_grid",
+    "summarize_vae",
+    "train_vae",
+    "vae_cache_key",
+]
 
 #: The two parameterizations of §5.2, both with the data-dependent init (names as in
 #: :mod:`wnlib.experiments.params`, so colours and labels match the other chapters).
@@ -124,8 +160,8 @@ class VAEConfig:
     max_batches: int | None = None
 
     def __post_init__(self) -> None:
-        check_name(self.dataset, VAE_DATASETS, "VAE dataset")
-        check_name(self.param, VAE_PARAMS, "VAE parameterization")
+        _check_name(self.dataset, VAE_DATASETS, "VAE dataset")
+        _check_name(self.param, VAE_PARAMS, "VAE parameterization")
         _check_config_numbers(self)
 
 
@@ -179,7 +215,7 @@ def make_vae_config(
     preset: str = "vae-small", param: str = "weightnorm_init", seed: int = 0, **overrides: Any
 ) -> VAEConfig:
     """The :class:`VAEConfig` of ``preset`` for ``param`` and ``seed``, with ``overrides`` (field names)."""
-    check_name(preset, tuple(VAE_PRESETS), "VAE preset")
+    _check_name(preset, tuple(VAE_PRESETS), "VAE preset")
     known = {f.name for f in fields(VAEConfig)}
     unknown = sorted(set(overrides) - known)
     if unknown:
@@ -198,15 +234,15 @@ def make_vae_config(
 def _grey_levels(name: str, cache: str | None) -> tuple[np.ndarray, np.ndarray]:
     """(train, test) grey levels in [0, 1], shape (N, 1, H, W), float32."""
     if name == "digits":
-        from sklearn.datasets import load_digits
+        load_digits = require("sklearn.datasets", "the digits data set").load_digits
 
         images = load_digits().images[:, None] / 16.0  # values 0..16
         order = np.random.default_rng(0).permutation(len(images))  # the split of experiments.data
         n_train = int(0.8 * len(images))
         return images[order[:n_train]].astype(np.float32), images[order[n_train:]].astype(np.float32)
-    from wnlib.experiments.data import REMOTE_FILES, _read_idx, data_dir, fetch
+    from wnlib.experiments.data import REMOTE_FILES, _data_dir, _read_idx, fetch
 
-    directory = data_dir(cache) / "mnist"
+    directory = _data_dir(cache) / "mnist"
     train, _, test, _ = (_read_idx(fetch(r, directory)) for r in REMOTE_FILES["mnist"])
     return (train[:, None] / 255.0).astype(np.float32), (test[:, None] / 255.0).astype(np.float32)
 
@@ -219,7 +255,7 @@ def load_vae_data(name: str, cache: str | None = None) -> tuple[Tensor, Tensor]:
         >>> tuple(train.shape), tuple(test.shape), sorted(test.unique().tolist())
         ((1437, 1, 8, 8), (360, 1, 8, 8), [0.0, 1.0])
     """
-    check_name(name, VAE_DATASETS, "VAE dataset")
+    _check_name(name, VAE_DATASETS, "VAE dataset")
     train, test = _grey_levels(name, None if cache is None else str(cache))
     test = torch.from_numpy(test)
     binary = torch.bernoulli(test, generator=torch.Generator().manual_seed(TEST_BINARIZATION_SEED))
@@ -498,7 +534,7 @@ def fit_vae(
     threads: int | None = None,
 ) -> tuple[ConvVAE, VAERunResult]:
     """Train ``config`` now (no result cache): (the trained model, its :class:`VAERunResult`)."""
-    device = check_device(device)
+    device = _check_device(device)
     with torch_threads(threads):
         return _fit_vae(config, device, cache_dir)
 
@@ -506,7 +542,7 @@ def fit_vae(
 def _fit_vae(config: VAEConfig, device: torch.device, cache_dir: str | None) -> tuple[ConvVAE, VAERunResult]:
     x_train, x_test = (t.to(device) for t in load_vae_data(config.dataset, cache_dir))
     _check_batch_sizes(config, len(x_train))
-    seed_everything(config.seed)
+    _seed_everything(config.seed)
     gen = torch.Generator(device=device).manual_seed(config.seed)
     t0 = time.perf_counter()
     init_idx = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(config.seed))
@@ -535,12 +571,12 @@ def _fit_vae(config: VAEConfig, device: torch.device, cache_dir: str | None) -> 
 
 def vae_cache_key(config: VAEConfig, device: torch.device) -> str:
     """The hash a VAE run is cached under: configuration, device type, wnlib and cache format versions."""
-    return _cache.config_key(
+    return _cache._config_key(
         {
             "vae": asdict(config),
             "device": device.type,
             "wnlib": wnlib.__version__,
-            "results_version": _cache.RESULTS_VERSION,
+            "results_version": _cache._RESULTS_VERSION,
         }
     )
 
@@ -551,9 +587,9 @@ def cached_vae_result(
     """The stored run of ``config`` on ``device``'s type, or None. An entry that does not validate (not
     a complete run, or another configuration, device type or wnlib version than its key's) is a miss,
     reported by a :class:`~wnlib.experiments.cache.CacheEntryInvalid` warning."""
-    resolved = resolve_device(device)
+    resolved = _resolve_device(device)
     key = vae_cache_key(config, resolved)
-    stored, problem = _cache.read_result(key, cache_dir)
+    stored, problem = _cache._read_result(key, cache_dir)
     if stored is not None:
         try:
             result = VAERunResult.from_dict(stored, cached=True)
@@ -582,7 +618,7 @@ def train_vae(
 ) -> VAERunResult:
     """The run of ``config``: from the cache if stored (and valid), else trained by :func:`fit_vae` and
     stored. ``use_cache=False`` trains anyway (and stores the new result)."""
-    resolved = resolve_device(device)
+    resolved = _resolve_device(device)
     if use_cache and (stored := cached_vae_result(config, device=resolved, cache_dir=cache_dir)) is not None:
         return stored
     _, result = fit_vae(config, device=resolved, cache_dir=cache_dir, threads=threads)
@@ -602,9 +638,8 @@ def run_vae_grid(
     **overrides: Any,
 ) -> list[VAERunResult]:
     """Every parameterization × seed of ``preset`` (default seeds: the preset's), seed by seed."""
-    seeds = (
-        VAE_PRESETS[check_name(preset, tuple(VAE_PRESETS), "VAE preset")]["seeds"] if seeds is None else seeds
-    )
+    if seeds is None:
+        seeds = VAE_PRESETS[_check_name(preset, tuple(VAE_PRESETS), "VAE preset")]["seeds"]
     if threads == "preset":
         threads = VAE_PRESETS[preset]["threads"]
     configs = [make_vae_config(preset, p, s, **overrides) for s in seeds for p in params]
@@ -661,8 +696,6 @@ def summarize_vae(results: Iterable[VAERunResult]) -> list[dict[str, Any]]:
 
 def run_table(result: VAERunResult) -> str:
     """A run's per-epoch table in Markdown."""
-    from wnlib.experiments.results import markdown_table
-
     rows = [
         {
             "epoch": e.epoch,
@@ -716,20 +749,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def _prepare(args: argparse.Namespace) -> tuple[list[VAEConfig], torch.device, int | None]:
     """(the configurations, the device, the threads), every argument checked (ValueError otherwise)."""
-    check_name(args.preset, tuple(VAE_PRESETS), "VAE preset")
+    _check_name(args.preset, tuple(VAE_PRESETS), "VAE preset")
     params = list(VAE_PARAMS) if args.param == ["all"] else args.param
     for p in params:
-        check_name(p, VAE_PARAMS, "VAE parameterization")
+        _check_name(p, VAE_PARAMS, "VAE parameterization")
     seeds = args.seeds if args.seeds is not None else VAE_PRESETS[args.preset]["seeds"]
     overrides = {} if args.epochs is None else {"epochs": args.epochs}
     configs = [make_vae_config(args.preset, p, s, **overrides) for s in seeds for p in params]
-    device = check_device(args.device)
-    what = "--cache-dir" if args.cache_dir else f"the cache directory (${_cache.ENV_VAR} or ~/.cache/wnlib)"
-    _cache.check_writable(_cache.cache_dir(args.cache_dir) / "results", what)
+    device = _check_device(args.device)
+    what = "--cache-dir" if args.cache_dir else f"the cache directory (${_cache._ENV_VAR} or ~/.cache/wnlib)"
+    _cache._check_writable(_cache.cache_dir(args.cache_dir) / "results", what)
     if args.json:
         if Path(args.json).is_dir():
             raise ValueError(f"--json: {args.json} is a directory; pass a file name")
-        _cache.check_writable(Path(args.json).expanduser().parent, "--json")
+        _cache._check_writable(Path(args.json).expanduser().parent, "--json")
     threads = args.threads if args.threads is not None else VAE_PRESETS[args.preset]["threads"]
     return configs, device, threads
 
@@ -737,8 +770,6 @@ def _prepare(args: argparse.Namespace) -> tuple[list[VAEConfig], torch.device, i
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line: train (or read back) the runs, print each table and a summary. Returns the
     exit status: 0, 2 for a bad argument (one line on stderr), 1 when a data set cannot be fetched."""
-    from wnlib.experiments.results import markdown_table
-
     try:
         args = parse_args(argv)
     except SystemExit as e:

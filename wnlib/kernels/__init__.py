@@ -2,7 +2,7 @@
 
 The GPU path of :func:`wnlib.functional.weight_norm`: one kernel for the forward ``w = g·v/‖v‖``
 (Salimans & Kingma 2016, eq. 2) that also returns the per-slice norms, and one for the backward
-(eq. 3–4). Triton is an optional dependency (``pip install wnlib[gpu]``): importing this package never
+(eq. 3–4). Triton is an optional dependency (``pip install "wnlib[gpu]"``): importing this package never
 imports it; :func:`available` says whether it can be, and the first kernel call loads
 :mod:`wnlib.kernels.triton_wn`. On CPU tensors the kernels only run under Triton's interpreter
 (``TRITON_INTERPRET=1`` set before they load), which is how the tests check them without a GPU.
@@ -42,7 +42,7 @@ def _impl() -> ModuleType:
     if not available():
         raise ImportError(
             "the fused weight-norm kernels need Triton, which is not importable here; "
-            "install it with `pip install wnlib[gpu]` (Linux), or use the PyTorch path"
+            'install it with `pip install "wnlib[gpu]"` (Linux), or use the PyTorch path'
         )
     return importlib.import_module("wnlib.kernels.triton_wn")
 

@@ -30,6 +30,19 @@ from typing import Any
 
 import torch
 
+from wnlib._defaults import DEFAULT_EPS
+
+__all__ = [
+    "CASES",
+    "H100_SMS",
+    "QUICK",
+    "Launch",
+    "compile_launch",
+    "main",
+    "record_launches",
+    "specialize",
+]
+
 #: Streaming multiprocessors of an H100, for which the launch plans are made.
 H100_SMS = 132
 
@@ -82,7 +95,7 @@ def record_launches(
     original = T._launch
     T._launch = record
     try:
-        _, norm = T.forward(v, g, dim, 1e-12, plan=plan)
+        _, norm = T.forward(v, g, dim, DEFAULT_EPS, plan=plan)
         T.backward(torch.empty_like(v), v, g, norm, dim, plan=plan)
     finally:
         T._launch = original

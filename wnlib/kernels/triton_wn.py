@@ -45,11 +45,29 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import triton
-import triton.language as tl
 from torch import Tensor
 
+from wnlib._extras import missing_extra
+
+try:
+    import triton
+    import triton.language as tl
+except ModuleNotFoundError as error:  # pragma: no cover - exercised by tests/test_packaging.py
+    if error.name is None or error.name.partition(".")[0] != "triton":
+        raise
+    raise missing_extra("triton", "wnlib.kernels.triton_wn (the fused GPU kernels)") from error
+
 __all__ = [
+    "COLUMNS",
+    "COLUMN_ONE_TILE",
+    "COLUMN_TILE",
+    "GENERAL",
+    "LONG_RUN",
+    "MAX_BLOCK_K",
+    "MAX_BLOCK_K_F64",
+    "MIN_ROW_TILE",
+    "ROWS",
+    "SUPPORTED_DTYPES",
     "Plan",
     "backward",
     "default_plan",
@@ -427,7 +445,7 @@ def view_3d(shape: tuple[int, ...] | torch.Size, dim: int | None) -> tuple[int, 
     return math.prod(shape[:dim]), shape[dim], math.prod(shape[dim + 1 :])
 
 
-def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     """float64 stays float64; float16/bfloat16/float32 accumulate (and return norms) in float32."""
     return torch.float64 if dtype == torch.float64 else torch.float32
 
@@ -503,7 +521,7 @@ def forward(
     dim = _normalize_dim(dim, v.ndim)
     A, S, B = view_3d(v.shape, dim)
     _check(v, g, dim, S)
-    acc_dtype = accumulation_dtype(v.dtype)
+    acc_dtype = _accumulation_dtype(v.dtype)
     L = A * B
     w = torch.empty(v.shape, dtype=v.dtype, device=v.device)
     norm = torch.empty(S, dtype=acc_dtype, device=v.device)
@@ -582,7 +600,7 @@ def backward(
         raise ValueError(f"grad_w has shape {tuple(grad_w.shape)} but v has {tuple(v.shape)}")
     if norm.numel() != S:
         raise ValueError(f"norm has {norm.numel()} elements but v has {S} slices")
-    acc_dtype = accumulation_dtype(v.dtype)
+    acc_dtype = _accumulation_dtype(v.dtype)
     L = A * B
     grad_v = torch.empty(v.shape, dtype=v.dtype, device=v.device)
     grad_g = torch.empty(S, dtype=g.dtype, device=v.device)
