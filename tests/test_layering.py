@@ -39,7 +39,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("wnlib.experiments.training",),
     ("wnlib.experiments.presets",),
     ("wnlib.experiments.results",),
-    ("wnlib.experiments.vae", "wnlib.experiments.dqn"),
+    ("wnlib.experiments.vae", "wnlib.experiments.dqn", "wnlib.experiments.log_gain"),
     ("wnlib.experiments", "wnlib.experiments.__main__"),  # the experiments' front and CLI
     ("wnlib.bench", "wnlib.bench_gpu", "wnlib.kernels.compile_check"),  # tools, at the top
 ]

@@ -33,7 +33,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from wnlib.variants import zero_center, centered_l1_weight_norm, l1_weight_norm
+from wnlib.variants import centered_l1_weight_norm, l1_weight_norm, zero_center
 
 __all__ = [
     "Accumulation",

@@ -57,13 +57,14 @@ def test_committed_cache_holds_every_run_and_nothing_else(no_training):
     assert all(r.cached for r in every)
     assert {r.config for r in every} == set(vx.configs())
     assert {r.device for r in every} == {"cpu"} and {r.world_size for r in every} == {1}
-    # the runs (each once), the timing table and the VAE (§5.2) and DQN (§5.4) chapters' runs, which share
-    # the cache directory: nothing unused is committed
-    from wnlib.experiments import dqn, vae
+    # the runs (each once), the timing table, the log-gain runs (their baseline is the chapter's) and the
+    # VAE (§5.2) and DQN (§5.4) chapters' runs, which share the cache directory: nothing unused is committed
+    from wnlib.experiments import dqn, log_gain, vae
 
     vae_runs = len(vae.VAE_PRESETS["vae-small"]["seeds"]) * len(vae.VAE_PARAMS)
     dqn_runs = (len(dqn.DQN_PRESETS["dqn-small"]["seeds"]) + 1) * len(dqn.DQN_PARAMS)  # + the paper's rates
-    expected = len(vx.configs()) + 1 + vae_runs + dqn_runs
+    log_gain_runs = len(set(log_gain.configs()) - set(vx.configs()))
+    expected = len(vx.configs()) + 1 + log_gain_runs + vae_runs + dqn_runs
     assert len(list((CACHE / "results").glob("*.json"))) == expected
 
 

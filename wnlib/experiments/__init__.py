@@ -4,12 +4,14 @@ Used by the Experiments chapter and by ``python -m wnlib.experiments`` (see :mod
 
 - :mod:`.data`: digits and MNIST-1D offline; MNIST and CIFAR-10 downloaded and checksum-verified; ZCA;
 - :mod:`.params`: the six parameterizations behind one string, and their colours
-  (:data:`~wnlib.experiments.params.PALETTE`);
+  (:data:`~wnlib.experiments.params.PALETTE`); one variant of them
+  (:data:`~wnlib.experiments.params.VARIANTS`: log-scale gain);
 - :mod:`.models`: MLP, small convnet, the paper's CIFAR-10 network, under any parameterization;
 - :mod:`.schedule`: Adam's learning rate and β1 over training, as in the paper's code;
 - :mod:`.training`: one run, with a per-epoch table cached on disk by a hash of its configuration;
 - :mod:`.presets`: ``cpu-small``, ``cpu-digits`` and ``paper`` settings and learning rates;
-- :mod:`.results`: the parameterizations × seeds grid, summaries and Markdown tables.
+- :mod:`.results`: the parameterizations × seeds grid, summaries and Markdown tables;
+- :mod:`.log_gain`: log-scale gain g = eˢ against the plain gain, on the chapter's main runs.
 
 The whole comparison (cached after the first time; minutes of CPU before that)::
 
@@ -37,7 +39,13 @@ from wnlib.experiments.data import (
     load_dataset,
 )
 from wnlib.experiments.models import ARCHITECTURES, build_model, initialize
-from wnlib.experiments.params import PALETTE, PARAMETERIZATIONS, Parameterization, get_parameterization
+from wnlib.experiments.params import (
+    PALETTE,
+    PARAMETERIZATIONS,
+    VARIANTS,
+    Parameterization,
+    get_parameterization,
+)
 from wnlib.experiments.presets import CPU_LEARNING_RATES, PAPER_LEARNING_RATES, PRESETS, make_config
 from wnlib.experiments.results import (
     benchmark_epochs,
@@ -68,6 +76,7 @@ __all__ = [
     "PAPER_LEARNING_RATES",
     "PARAMETERIZATIONS",
     "PRESETS",
+    "VARIANTS",
     "ZCA",
     "AdamSchedule",
     "CacheEntryInvalid",

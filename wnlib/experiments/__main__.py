@@ -14,6 +14,11 @@ The paper's full run (CIFAR-10, 200 epochs, downloads CIFAR-10 on first use) on 
 
     python -m wnlib.experiments --preset paper --param weightnorm_meanonly --device cuda
 
+Log-scale gain (g = eˢ) against the plain gain, both with the data-dependent init (see
+:mod:`wnlib.experiments.log_gain`)::
+
+    python -m wnlib.experiments --preset cpu-small --param weightnorm_init weightnorm_init_log_gain
+
 Data-parallel on several processes (DDP: gloo on CPU, NCCL on GPU)::
 
     torchrun --nproc_per_node 4 -m wnlib.experiments --preset paper --param all --device cuda
@@ -36,7 +41,7 @@ import torch.distributed as dist
 
 from wnlib.experiments import cache as _cache
 from wnlib.experiments.data import ChecksumError, DownloadError
-from wnlib.experiments.params import PARAMETERIZATIONS, get_parameterization
+from wnlib.experiments.params import PARAMETERIZATIONS, VARIANTS, get_parameterization
 from wnlib.experiments.presets import PRESETS, _preset_threads, make_config
 from wnlib.experiments.results import markdown_table, summarize
 from wnlib.experiments.training import ConfigError, RunResult, _check_device, _resolve_device, fit, train
@@ -94,7 +99,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--param",
         nargs="+",
         default=["weightnorm"],
-        help=f"parameterization(s), or 'all': {', '.join(PARAMETERIZATIONS)}",
+        help=f"parameterization(s), or 'all' (the six): {', '.join(PARAMETERIZATIONS)}; or a variant: "
+        f"{', '.join(VARIANTS)}",
     )
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")

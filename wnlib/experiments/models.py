@@ -1,4 +1,4 @@
-"""The networks of the experiments, each buildable under any of the six parameterizations.
+"""The networks of the experiments, each buildable under any of the six parameterizations (or a variant).
 
 - ``mlp``: dense layers with leaky ReLU, for any input (flattened);
 - ``convnet``: a small convnet, two blocks of two 3-wide convolutions and a max-pool, then a dense
@@ -93,10 +93,18 @@ class LayerFactory:
         batchnorm = {0: nn.BatchNorm1d, 1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}[ndim]
         return [layer, batchnorm(features)]
 
+    def _options(self) -> dict[str, bool]:
+        """A weight layer's keyword arguments: no bias before a normalizer; under weight norm, whether
+        the gain is stored as its logarithm (g = eˢ)."""
+        options = {"bias": self.param.normalizer is None}
+        if self.param.weight_norm:
+            options["log_gain"] = self.param.log_gain
+        return options
+
     def dense(self, in_features: int, out_features: int) -> list[nn.Module]:
         """A dense layer y = w·x + b (eq. 1) and its normalizer, if any."""
         cls = wnn.Linear if self.param.weight_norm else nn.Linear
-        layer = cls(in_features, out_features, bias=self.param.normalizer is None)
+        layer = cls(in_features, out_features, **self._options())
         return self._normalized(layer, out_features, 0)
 
     def conv(
@@ -108,7 +116,7 @@ class LayerFactory:
         plain = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[ndim - 1]
         normed = (wnn.Conv1d, wnn.Conv2d, wnn.Conv3d)[ndim - 1]
         cls = normed if self.param.weight_norm else plain
-        layer = cls(in_channels, out_channels, kernel, padding=padding, bias=self.param.normalizer is None)
+        layer = cls(in_channels, out_channels, kernel, padding=padding, **self._options())
         return self._normalized(layer, out_channels, ndim)
 
 

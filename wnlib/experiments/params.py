@@ -13,6 +13,18 @@ name with :func:`get_parameterization`:
 ``weightnorm_meanonly``  weight norm + mean-only batch norm + data-dependent init (the paper's best model)
 =======================  ==================================================================================
 
+One more, not among the six (not in :data:`PARAMETERIZATIONS`, so no grid, table or ``--param all``
+includes it; it is in :data:`VARIANTS`):
+
+==============================  =============================================================================
+``weightnorm_init_log_gain``    ``weightnorm_init`` with the gain stored as its logarithm, g = eˢ (the
+                                variant of §2 the paper tried and found no better, and slightly slower to
+                                optimize); the data-dependent init sets s = log g
+==============================  =============================================================================
+
+A variant takes the learning rate of the parameterization it varies (:attr:`Parameterization.variant_of`)
+from a preset's table, so that the comparison changes one thing at a time.
+
 How ``normal`` differs from the paper's code: there, a "no norm" layer computes w = g ⊙ w', with g set
 by the data-dependent init and then frozen, and Adam updates w'. Here the model is built with weight norm,
 initialized by :func:`wnlib.data_dependent_init`, and then :func:`wnlib.remove_weight_norm` folds
@@ -58,6 +70,10 @@ class Parameterization:
         fold: after initializing, fold weight norm back into plain weights (the ``normal``
             parameterization).
         color: the colour of this parameterization in every figure.
+        log_gain: under weight norm, store each gain as s with g = eˢ (parameters ``weight_s``; see
+            :func:`wnlib.weight_norm`).
+        variant_of: for a variant (:data:`VARIANTS`), the parameterization of the six it changes in one
+            respect, whose learning rate it takes; None for the six themselves.
     """
 
     name: str
@@ -67,6 +83,8 @@ class Parameterization:
     data_init: bool
     fold: bool
     color: str
+    log_gain: bool = False
+    variant_of: str | None = None
 
 
 #: The six parameterizations, by name.
@@ -89,9 +107,29 @@ PARAMETERIZATIONS: dict[str, Parameterization] = {
 #: name -> colour, the same in every chapter's figures.
 PALETTE: dict[str, str] = {name: p.color for name, p in PARAMETERIZATIONS.items()}
 
+#: Parameterizations outside the six of the comparison, each a one-respect variant of one of them.
+VARIANTS: dict[str, Parameterization] = {
+    p.name: p
+    for p in (
+        Parameterization(
+            "weightnorm_init_log_gain",
+            "weight norm (log-scale g) + data-dependent init",
+            True,
+            None,
+            True,
+            False,
+            "#CC79A7",
+            log_gain=True,
+            variant_of="weightnorm_init",
+        ),
+    )
+}
+
 
 def get_parameterization(name: str | Parameterization) -> Parameterization:
-    """The :class:`Parameterization` called ``name``; a ValueError listing the valid names otherwise."""
+    """The :class:`Parameterization` called ``name`` (one of the six, or of :data:`VARIANTS`); a
+    ValueError listing the valid names otherwise."""
     if isinstance(name, Parameterization):
         return name
-    return PARAMETERIZATIONS[_check_name(name, tuple(PARAMETERIZATIONS), "parameterization")]
+    known = PARAMETERIZATIONS | VARIANTS
+    return known[_check_name(name, tuple(known), "parameterization")]

@@ -119,14 +119,16 @@ def make_config(
         0.003
         >>> make_config("paper", "normal").lr    # the paper's best rate for it (§5.1)
         0.0003
+        >>> make_config("cpu-small", "weightnorm_init_log_gain").lr    # weightnorm_init's rate
+        0.003
     """
     _check_name(preset, tuple(PRESETS), "preset")
-    param = get_parameterization(param).name
+    spec = get_parameterization(param)
     entry = PRESETS[preset]
     lr = overrides.pop("lr", None)
-    if lr is None:
-        lr = entry["learning_rates"][param]
-    return replace(entry["config"], param=param, seed=seed, lr=lr, **overrides)
+    if lr is None:  # a variant (wnlib.experiments.params.VARIANTS) takes the rate of the one it varies
+        lr = entry["learning_rates"][spec.variant_of or spec.name]
+    return replace(entry["config"], param=spec.name, seed=seed, lr=lr, **overrides)
 
 
 def _preset_threads(preset: str) -> int | None:

@@ -20,7 +20,7 @@ import wnlib
 from wnlib._extras import require
 from wnlib.experiments import cache as _cache
 from wnlib.experiments import training as _training
-from wnlib.experiments.params import PARAMETERIZATIONS, get_parameterization
+from wnlib.experiments.params import PARAMETERIZATIONS, VARIANTS, get_parameterization
 from wnlib.experiments.presets import _preset_threads, make_config
 from wnlib.experiments.tables import markdown_table
 from wnlib.experiments.training import RunResult, cached_result, train
@@ -105,7 +105,7 @@ def _by_param(results: Iterable[RunResult]) -> dict[str, list[RunResult]]:
     groups: dict[str, list[RunResult]] = {}
     for r in results:
         groups.setdefault(r.config.param, []).append(r)
-    order = list(PARAMETERIZATIONS)
+    order = [*PARAMETERIZATIONS, *VARIANTS]
     return dict(sorted(groups.items(), key=lambda kv: order.index(kv[0])))
 
 
@@ -135,7 +135,7 @@ def summarize(results: Iterable[RunResult]) -> list[dict[str, Any]]:
         rows.append(
             {
                 "param": param,
-                "label": PARAMETERIZATIONS[param].label,
+                "label": get_parameterization(param).label,
                 "seeds": len(runs),
                 "diverged": len(runs) - len(ok),
                 "test_error_mean": mean,
@@ -161,7 +161,7 @@ def epoch_costs(results: Iterable[RunResult], baseline: str = "normal") -> list[
     return [
         {
             "param": p,
-            "label": PARAMETERIZATIONS[p].label,
+            "label": get_parameterization(p).label,
             "seconds_per_epoch": s,
             f"relative_to_{baseline}": s / base if base else float("nan"),
         }
@@ -219,7 +219,7 @@ def benchmark_epochs(
     base = seconds.get("normal")
     rows = []
     for p, s in seconds.items():
-        row = {"param": p, "label": PARAMETERIZATIONS[p].label, "min_seconds": min(s)}
+        row = {"param": p, "label": get_parameterization(p).label, "min_seconds": min(s)}
         row["median_seconds"] = statistics.median(s)
         if base:
             row["min_relative_to_normal"] = min(s) / min(base)
