@@ -46,10 +46,10 @@ def _weight_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
 def test_the_variant_is_not_among_the_six_and_not_in_any_default_grid():
     assert lg.LOG_GAIN in ex.VARIANTS and lg.LOG_GAIN not in ex.PARAMETERIZATIONS
     assert len(ex.PARAMETERIZATIONS) == 6 and set(ex.PALETTE) == set(ex.PARAMETERIZATIONS)
-    from wnlib.experiments.results import ALL
+    from wnlib.experiments.results import _ALL as ALL
 
     assert lg.LOG_GAIN not in ALL
-    configs, _, _ = cli.prepare(cli.parse_args(["--param", "all", "--device", "cpu"]))
+    configs, _, _ = cli._prepare(cli.parse_args(["--param", "all", "--device", "cpu"]))
     assert [c.param for c in configs] == list(ex.PARAMETERIZATIONS)
     variant = ex.get_parameterization(lg.LOG_GAIN)
     base = ex.get_parameterization(variant.variant_of)
@@ -70,7 +70,7 @@ def test_the_variant_takes_its_base_learning_rate(preset):
 
 def test_the_cli_takes_the_variant_and_names_it_in_its_help(capsys):
     args = cli.parse_args(["--param", lg.BASELINE, lg.LOG_GAIN, "--seeds", "0", "1", "--device", "cpu"])
-    configs, _, _ = cli.prepare(args)
+    configs, _, _ = cli._prepare(args)
     assert [(c.param, c.seed) for c in configs] == [
         (p, s) for s in (0, 1) for p in (lg.BASELINE, lg.LOG_GAIN)
     ]

@@ -59,6 +59,8 @@ __all__ = [
     "weight_norm_backward",
 ]
 
+#: The backends :func:`~wnlib.functional.set_backend` accepts: ``"auto"`` (Triton kernels on CUDA when
+#: available, PyTorch ops otherwise), ``"torch"`` or ``"triton"``.
 Backend = Literal["auto", "torch", "triton"]
 _BACKENDS = ("auto", "torch", "triton")
 _backend: Backend = "auto"

@@ -78,12 +78,16 @@ __all__ = [
     "view_3d",
 ]
 
+#: The dtypes the kernels take (accumulating in float32, or float64 for float64).
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 # Memory layouts of a slice (constexpr ``LAYOUT`` in the kernels).
-ROWS = 0  # A == 1: slice s is the contiguous run [s·B, (s+1)·B)
-COLUMNS = 1  # B == 1: element k of slice s is at k·S + s
-GENERAL = 2  # A > 1 and B > 1: element k = a·B + b is at a·S·B + s·B + b
+#: Layout ``ROWS``: A == 1: slice s is the contiguous run [s·B, (s+1)·B).
+ROWS = 0
+#: Layout ``COLUMNS``: B == 1: element k of slice s is at k·S + s.
+COLUMNS = 1
+#: Layout ``GENERAL``: A > 1 and B > 1: element k = a·B + b is at a·S·B + s·B + b.
+GENERAL = 2
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -352,12 +356,18 @@ def grid_for(plan: Plan, S: int) -> tuple[int, int]:
 # Tile-size limits. A tile is held in registers: 16384 float32 over 16 warps is 32 values per thread
 # (64 in the backward, which holds ∇w and v). Short slices are batched to at least ~2048 elements per
 # program; column tiles span 128 contiguous bytes across adjacent slices.
+#: The longest slice a program reduces in one tile (float16/bfloat16/float32).
 MAX_BLOCK_K = 16384
+#: The longest one-tile slice in float64.
 MAX_BLOCK_K_F64 = 8192
+#: Short slices are batched to at least this many elements per program.
 MIN_ROW_TILE = 2048
+#: Elements per program of a column tile (128 contiguous bytes across adjacent slices).
 COLUMN_TILE = 4096
+#: The longest column slice reduced in one tile.
 COLUMN_ONE_TILE = 8192
-LONG_RUN = 32  # a GENERAL layout with runs of ≥ LONG_RUN contiguous elements is tiled like rows
+#: A GENERAL layout with runs of at least this many contiguous elements is tiled like rows.
+LONG_RUN = 32
 
 
 def make_plan(
