@@ -4,13 +4,13 @@ One directory holds both (``data/`` and ``results/``). It is, in order of preced
 ``cache_dir`` argument, the ``WNLIB_CACHE`` environment variable, or ``~/.cache/wnlib``.
 
 A finished run is stored as JSON under a key that hashes its full configuration together with the
-wnlib version and :data:`_RESULTS_VERSION`, so re-running a notebook reuses results and changing any
+wnlib version and ``_RESULTS_VERSION``, so re-running a notebook reuses results and changing any
 setting (or the training code's version) trains afresh. The Experiments chapter relies on this.
 
 The files are strict JSON: a non-finite number (the loss of a diverged run) is stored as ``null``.
 They are written atomically (a temporary file in the same directory, then :func:`os.replace`), so a
 reader never sees half a file; a file that is unreadable or does not hold a JSON object is reported
-by :func:`_read_result` and treated by its callers as a miss, retrained and replaced.
+by ``_read_result`` and treated by its callers as a miss, retrained and replaced.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def _json_safe(obj: Any) -> Any:
 
 
 def dumps(obj: Any, indent: int | None = 1) -> str:
-    """Strict JSON of ``obj`` (sorted keys; non-finite numbers as ``null``, see :func:`_json_safe`)."""
+    """Strict JSON of ``obj`` (sorted keys; non-finite numbers as ``null``, see ``_json_safe``)."""
     return json.dumps(_json_safe(obj), indent=indent, sort_keys=True, allow_nan=False)
 
 

@@ -25,11 +25,11 @@ from wnlib.experiments.presets import make_config
 from wnlib.experiments.results import run_grid
 from wnlib.experiments.training import RunResult, TrainConfig
 
-#: The preset of the comparison: the Experiments chapter's (MNIST-1D, small convnet, 20 epochs).
+#: The comparison's preset, the Experiments chapter's own (MNIST-1D, small convnet, 20 epochs).
 PRESET = "cpu-small"
 #: The runs with the plain gain g, and those with g = eˢ.
 BASELINE, LOG_GAIN = "weightnorm_init", "weightnorm_init_log_gain"
-#: Seeds: those of the chapter's main grid.
+#: The seeds of the chapter's main grid.
 SEEDS: tuple[int, ...] = (0, 1, 2)
 
 

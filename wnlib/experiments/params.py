@@ -22,7 +22,7 @@ includes it; it is in :data:`VARIANTS`):
                                 optimize); the data-dependent init sets s = log g
 ==============================  =============================================================================
 
-A variant takes the learning rate of the parameterization it varies (:attr:`Parameterization.variant_of`)
+A variant takes the learning rate of the parameterization it varies (``Parameterization.variant_of``)
 from a preset's table, so that the comparison changes one thing at a time.
 
 How ``normal`` differs from the paper's code: there, a "no norm" layer computes w = g ⊙ w', with g set
@@ -47,6 +47,7 @@ __all__ = [
     "PALETTE",
     "PARAMETERIZATIONS",
     "Normalizer",
+    "VARIANTS",
     "Parameterization",
     "get_parameterization",
 ]
@@ -72,7 +73,7 @@ class Parameterization:
         color: the colour of this parameterization in every figure.
         log_gain: under weight norm, store each gain as s with g = eˢ (parameters ``weight_s``; see
             :func:`wnlib.weight_norm`).
-        variant_of: for a variant (:data:`VARIANTS`), the parameterization of the six it changes in one
+        variant_of: for a variant (:data:`~wnlib.experiments.params.VARIANTS`), the parameterization of the six it changes in one
             respect, whose learning rate it takes; None for the six themselves.
     """
 
@@ -127,7 +128,7 @@ VARIANTS: dict[str, Parameterization] = {
 
 
 def get_parameterization(name: str | Parameterization) -> Parameterization:
-    """The :class:`Parameterization` called ``name`` (one of the six, or of :data:`VARIANTS`); a
+    """The :class:`Parameterization` called ``name`` (one of the six, or of :data:`~wnlib.experiments.params.VARIANTS`); a
     ValueError listing the valid names otherwise."""
     if isinstance(name, Parameterization):
         return name

@@ -52,7 +52,7 @@ __all__ = [
     "make_config",
 ]
 
-#: The best rates of the paper's search (§5.1; see the module docstring): 0.0003 for the normal
+#: The best rates of the paper's search (§5.1; see the module docstring), 0.0003 for the normal
 #: parameterization, 0.003 for every other (weight norm + mean-only BN takes the weight-norm rate).
 PAPER_LEARNING_RATES: dict[str, float] = {
     "normal": 0.0003,
