@@ -9,6 +9,7 @@ import torch
 
 import wnlib
 from wnbook import models, training
+from wnbook import widgets as ww
 from wnbook.chapters import initialization as iv
 
 matplotlib.use("Agg")
@@ -114,6 +115,24 @@ def test_figures_and_widget_build():
     ]
     assert all(isinstance(f, plt.Figure) for f in figs)
     plt.close("all")
-    widget = iv.depth_widget()
-    assert [c.description for c in widget.children[:2]] == ["depth", "$s$"]
+    widget = iv.depth_widget(depths=(5, models.DEPTH), scales=(0.5, 1.0, 2.0))
+    depth, scale = widget.children[0].children
+    assert (depth.description, depth.value, scale.description, scale.value) == ("depth", 30, "scale s", 1.0)
+    assert [label for label, _ in scale.options] == ["0.5", "1", "2"]
+    shown = widget.children[1].children[depth.index].children[scale.index]
+    assert shown._dom_classes == ("wn-frame-1-1",) and bytes(shown.value[:4]) == b"\x89PNG"
+    plt.close("all")
+    assert len(iv.WIDGET_DEPTHS) * len(iv.WIDGET_SCALES) <= ww.MAX_FRAMES
+    assert models.DEPTH in iv.WIDGET_DEPTHS and 1.0 in iv.WIDGET_SCALES  # the widget's opening frame
     assert iv.scale_label(math.sqrt(2.0)) == "√2" and iv.scale_label(0.5) == "0.5"
+
+
+def test_running_mean_and_plateau_steps():
+    assert np.allclose(iv.running_mean([1, 2, 3, 4], window=2), [1.5, 2.5, 3.5])
+    loss = np.r_[np.full(50, 2.3), np.linspace(2.3, 1.0, 20)]
+    # steps 1–51 are 2.3; the 4-step mean ending at step 52 is 2.3 − 0.068/4, off by more than 0.01
+    assert iv.plateau_steps(loss, level=2.3, band=0.01, window=4) == 51
+    assert iv.plateau_steps(np.full(30, 2.3), level=2.3, band=0.01, window=4) == 30
+    assert iv.plateau_steps(np.full(30, 1.0), level=2.3, band=0.01, window=4) == 0
+    with pytest.raises(ValueError, match="window"):
+        iv.running_mean([1.0], window=0)

@@ -23,6 +23,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -33,6 +34,7 @@ from wnbook.datasets import digits
 from wnbook.models import DEPTH, deep_mlp, set_fixed_scale, weight_normed_layers
 from wnbook.style import LABELS, PALETTE, book_style, figure
 from wnbook.training import INIT_BATCH
+from wnbook.widgets import control, frame_widget
 from wnlib import nn as wnn
 from wnlib.init import output_axis
 
@@ -305,26 +307,36 @@ def plot_scale_grid(scales: Sequence[float] = SCALES, depth: int = DEPTH) -> plt
     return fig
 
 
-def depth_widget():  # -> ipywidgets.interactive (imported lazily)
-    """Depth and scale s as sliders over the figure of :func:`draw_depth_profiles`."""
-    import ipywidgets as widgets
+#: The widget's grid, 5 × 5 = 25 frames: depths, and scales s in factors of 2 around 1 (√2 is in the
+#: static figure). Every frame is a PNG stored in the notebook, so the grid is kept small.
+WIDGET_DEPTHS = (5, 10, 20, 30, 50)
+WIDGET_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)
+WIDGET_DPI = 100  # about the page's column width in pixels: sharp enough, and 4× fewer bytes than 200
 
-    def show(depth: int = DEPTH, scale: float = 1.0) -> None:
-        _, ax = figure(height=3.6)
-        with book_style():
-            draw_depth_profiles(ax, depth_profiles(depth, float(scale)), float(scale))
-            ax.set(
-                ylabel="σ of pre-activation (mean over units)",
-                title=f"{depth} layers, s = {scale_label(scale)}",
-            )
-            ax.legend(loc="lower left", fontsize=8.5)
-        plt.show()
 
-    return widgets.interactive(
-        show,
-        depth=widgets.IntSlider(value=DEPTH, min=5, max=50, step=5, description="depth"),
-        scale=widgets.FloatLogSlider(value=1.0, base=2, min=-2, max=2, step=0.5, description="$s$"),
-    )
+def draw_depth_frame(depth: int, scale: float) -> plt.Figure:
+    """One frame of :func:`depth_widget`: :func:`draw_depth_profiles` for ``depth`` layers at scale s."""
+    fig, ax = figure(height=3.6)
+    with book_style():
+        draw_depth_profiles(ax, depth_profiles(depth, float(scale)), float(scale))
+        ax.set(
+            ylabel="σ of pre-activation (mean over units)",
+            title=f"{depth} layers, s = {scale_label(scale)}",
+        )
+        ax.legend(loc="lower left", fontsize=8.5)
+    return fig
+
+
+def depth_widget(
+    depths: Sequence[int] = WIDGET_DEPTHS, scales: Sequence[float] = WIDGET_SCALES
+) -> widgets.VBox:
+    """Depth and scale s as sliders over :func:`draw_depth_frame`, every frame drawn now
+    (:func:`wnbook.widgets.frame_widget`); it opens at :data:`~wnbook.models.DEPTH` layers and s = 1."""
+    controls = {
+        "depth": control("slider", list(depths), DEPTH, "depth"),
+        "scale": control("slider", list(scales), 1.0, "scale s", labels=[scale_label(s) for s in scales]),
+    }
+    return frame_widget(controls, draw_depth_frame, dpi=WIDGET_DPI)
 
 
 def plot_heldout(profiles: dict[int, DepthProfile], scale: float = 1.0) -> plt.Figure:
@@ -343,6 +355,22 @@ def plot_heldout(profiles: dict[int, DepthProfile], scale: float = 1.0) -> plt.F
     return fig
 
 
+def running_mean(values: Sequence[float], window: int = 10) -> np.ndarray:
+    """Means over ``window`` consecutive values; entry i ends at step i + ``window`` (steps from 1)."""
+    if window < 1:
+        raise ValueError(f"window must be at least 1, got {window}")
+    return np.convolve(np.asarray(values, dtype=np.float64), np.ones(window) / window, mode="valid")
+
+
+def plateau_steps(loss: Sequence[float], level: float, band: float, window: int = 10) -> int:
+    """How many steps the loss stays at ``level``: the last step s such that every running mean over
+    ``window`` steps ending at or before s is within ``band`` of ``level`` (0 if the first is not)."""
+    outside = np.flatnonzero(np.abs(running_mean(loss, window) - level) > band)
+    if len(outside) == 0:
+        return len(loss)
+    return 0 if outside[0] == 0 else int(outside[0] + window - 1)
+
+
 def plot_training(curves: dict[str, dict[str, object]], window: int = 10, scale: float = 1.0) -> plt.Figure:
     """Training loss (a running mean over ``window`` steps) from each initialization (of
     :func:`wnbook.training.train_curves` with this ``scale``)."""
@@ -350,7 +378,7 @@ def plot_training(curves: dict[str, dict[str, object]], window: int = 10, scale:
     with book_style():
         for init, run in curves.items():
             loss = np.asarray(run["loss"])
-            smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
+            smooth = running_mean(loss, window)
             label = STYLE[init]["label"].replace(", init batch", "").replace("= s", f"= {scale_label(scale)}")
             label += f": test error {run['test_error']:.1%}"
             ax.plot(np.arange(window, len(loss) + 1), smooth, color=STYLE[init]["color"], label=label)

@@ -1,9 +1,10 @@
 """Computations and figures of the Mean-only batch norm chapter (Salimans & Kingma 2016, §4).
 
 Mean-only batch norm (:class:`wnlib.nn.MeanOnlyBatchNorm`) subtracts the minibatch mean of each
-pre-activation t = w·x and adds a learned bias (eq. 7), and its backward centres the gradient (eq. 8):
+pre-activation t = w·x and adds a learned bias before the nonlinearity φ (eq. 7), and its backward
+centres the gradient (eq. 8):
 
-    y = t − μ[t] + b,            ∇t L = ∇y L − μ[∇y L].
+    t̃ = t − μ[t] + b,  y = φ(t̃),            ∇t L = ∇t̃ L − μ[∇t̃ L].
 
 This module
 
@@ -28,6 +29,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -37,6 +39,7 @@ import wnlib
 import wnlib.nn as wnn
 from wnbook.stats import excess_kurtosis
 from wnbook.style import LABELS, PALETTE, book_style, figure
+from wnbook.widgets import control, frame_widget
 
 __all__ = [
     "BATCH_SIZES",
@@ -70,10 +73,11 @@ def check_eq7_eq8(shape: Sequence[int] = (16, 5, 3), seed: int = 0) -> dict[str,
     """Forward (eq. 7) and backward (eq. 8) of :class:`wnlib.nn.MeanOnlyBatchNorm` against the formulas.
 
     A batch t of ``shape`` (N, C, *) in float64 goes through the layer in training mode, with a random
-    bias b; a random upstream gradient ∇y L is back-propagated by autograd. Returns the largest
-    absolute differences from y = t − μ[t] + b (eq. 7) and from ∇t L = ∇y L − μ[∇y L] (eq. 8), where μ
-    averages over the batch and every position, the largest |Σ ∇t L| per feature (the centred gradient
-    sums to zero), and the difference of ∇b L from Σ ∇y L.
+    bias b; a random upstream gradient ∇t̃ L (the layer's output t̃ is what φ receives) is
+    back-propagated by autograd. Returns the largest absolute differences from t̃ = t − μ[t] + b
+    (eq. 7) and from ∇t L = ∇t̃ L − μ[∇t̃ L] (eq. 8), where μ averages over the batch and every
+    position, the largest |Σ ∇t L| per feature (the centred gradient sums to zero), and the difference
+    of ∇b L from Σ ∇t̃ L.
     """
     gen = torch.Generator().manual_seed(seed)
     t = torch.randn(*shape, generator=gen, dtype=torch.float64).requires_grad_()
@@ -192,26 +196,37 @@ def batch_noise(
     )
 
 
-def _gaussian(ax: plt.Axes, std: float, xs: np.ndarray, color: str) -> None:
-    ax.plot(xs, np.exp(-0.5 * (xs / std) ** 2) / (std * math.sqrt(2 * math.pi)), color=color, lw=1, ls="--")
+#: The noise figure's two normalizers, in clearly different colours of the book's palette: full batch
+#: norm its own vermillion, mean-only batch norm the green of weight norm + mean-only BN (the pairing
+#: this chapter is about; the palette's own mean-only orange is too close to vermillion).
+NOISE_COLORS = {"full": PALETTE["batchnorm"], "mean_only": PALETTE["weightnorm_meanonly"]}
+NOISE_LABELS = {"full": "full batch norm", "mean_only": "mean-only batch norm"}
+WIDGET_DPI = 100  # the widget's frames: about the page's column width in pixels
+
+
+def _gaussian(ax: plt.Axes, std: float, xs: np.ndarray, color: str, label: str) -> None:
+    density = np.exp(-0.5 * (xs / std) ** 2) / (std * math.sqrt(2 * math.pi))
+    ax.plot(xs, density, color=color, lw=1, ls="--", label=label)
 
 
 def draw_noise(axes: Sequence[plt.Axes], noise: BatchNoise) -> None:
     """Two panels for one batch size: the perturbation histograms (full vs mean-only batch norm, log
-    density, dashed: Gaussians of the same size) and the histogram of full batch norm's scale σ/σ_B."""
+    density, dashed: Gaussians of the same size) and the histogram of full batch norm's scale σ/σ_B.
+
+    Every line carries a legend label (histograms as a solid line of their colour, each Gaussian as a
+    dashed line of its histogram's colour); :func:`_legend` collects them."""
     kurt, std = noise.kurtosis(), noise.std()
     ax = axes[0]
     lim = float(np.quantile(np.abs(noise.full), 0.99995)) * 1.05
     bins = np.linspace(-lim, lim, 81)
     xs = np.linspace(-lim, lim, 301)
-    for key, name in (("full", "batchnorm"), ("mean_only", "meanonly_bn")):
-        values = getattr(noise, key).ravel()
-        ax.hist(
-            values, bins=bins, density=True, histtype="step", lw=1.6, color=PALETTE[name], label=LABELS[name]
-        )
-        _gaussian(ax, std[key], xs, PALETTE[name])
-    ax.plot([], [], color="0.4", lw=1, ls="--", label="Gaussian of the same spread")
-    ax.set(yscale="log", xlabel="perturbation (units of σ)", ylabel="density (log)")
+    for key in ("full", "mean_only"):
+        color, name = NOISE_COLORS[key], NOISE_LABELS[key]
+        density, edges = np.histogram(getattr(noise, key).ravel(), bins=bins, density=True)
+        steps_x, steps_y = np.repeat(edges, 2)[1:-1], np.repeat(density, 2)  # the histogram's outline
+        ax.plot(steps_x, steps_y, color=color, lw=1.6, label=f"{name}: perturbation")
+        _gaussian(ax, std[key], xs, color, f"Gaussian of {name}'s spread")
+    ax.set(yscale="log", xlabel="perturbation / σ", ylabel="density (log)")
     ax.set_title(
         f"batch size {noise.batch_size}: excess kurtosis\nfull BN {kurt['full']:.2f}, "
         f"mean-only {kurt['mean_only']:.2f}",
@@ -222,19 +237,28 @@ def draw_noise(axes: Sequence[plt.Axes], noise: BatchNoise) -> None:
     values = noise.scale.ravel()
     hi = float(np.quantile(values, 0.9999))
     ax.hist(
-        values, bins=np.linspace(values.min(), hi, 61), density=True, color=PALETTE["batchnorm"], alpha=0.7
+        values,
+        bins=np.linspace(values.min(), hi, 61),
+        density=True,
+        color=NOISE_COLORS["full"],
+        alpha=0.7,
+        label=r"full batch norm: scale factor $\sigma/\sigma_B$",
     )
-    ax.axvline(1.0, color=PALETTE["meanonly_bn"], lw=2, label="mean-only BN's factor: always 1")
-    ax.set(yscale="log", xlabel="full BN's scale factor σ/σ_B", ylabel="density (log)")
+    ax.axvline(1.0, color=NOISE_COLORS["mean_only"], lw=2, label="mean-only batch norm's factor: always 1")
+    ax.set(yscale="log", xlabel=r"$\sigma/\sigma_B$ (full BN)", ylabel="density (log)")
     ax.set_ylim(bottom=1e-4)
-    ax.set_title(f"batch size {noise.batch_size}: σ/σ_B,\nexcess kurtosis {kurt['scale']:.2f}", fontsize=9)
+    ax.set_title(
+        f"batch size {noise.batch_size}: " + r"$\sigma/\sigma_B$," + f"\nexcess kurtosis {kurt['scale']:.2f}",
+        fontsize=9,
+    )
 
 
 def _legend(fig: plt.Figure, axes: Sequence[plt.Axes]) -> None:
-    handles, labels = [], []
-    for ax in axes:
-        h, lab = ax.get_legend_handles_labels()
-        handles, labels = handles + h, labels + lab
+    """One legend below the figure for the lines of ``axes`` (one column of :func:`draw_noise`): full
+    batch norm's entries in the left column, mean-only batch norm's in the right."""
+    entries = [e for ax in axes for e in zip(*ax.get_legend_handles_labels(), strict=True)]
+    entries.sort(key=lambda e: "mean-only" in e[1])  # stable: keeps each column's order
+    handles, labels = zip(*entries, strict=True)
     fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=8.5)
 
 
@@ -249,33 +273,39 @@ def plot_noise(noises: Sequence[BatchNoise]) -> plt.Figure:
                 axes[1, col].set_ylabel("")
         _legend(fig, axes[:, 0])
     fig.suptitle(
-        "Mean-only BN's noise is about Gaussian; full BN's scale σ/σ_B is heavy-tailed in small batches"
+        "Mean-only BN's noise is about Gaussian;\n"
+        + r"full BN's scale factor $\sigma/\sigma_B$ is heavy-tailed in small batches"
     )
     return fig
 
 
-def noise_widget(t: Tensor, value: int = 8, cache: dict[int, BatchNoise] | None = None) -> object:
-    """An ipywidgets ``interactive``: a batch-size slider over :data:`BATCH_SIZES`, redrawing
-    :func:`draw_noise` for the pre-activations ``t``. Measurements already in ``cache`` (batch size ->
-    :func:`batch_noise` result) are reused; others are measured on the move (about a second) and kept."""
-    import ipywidgets as widgets
+def draw_noise_frame(noise: BatchNoise) -> plt.Figure:
+    """One frame of :func:`noise_widget`: the two panels of :func:`draw_noise` side by side."""
+    fig, axes = figure(ncols=2, height=3.4)
+    with book_style():
+        draw_noise(axes, noise)
+        _legend(fig, axes)
+    return fig
 
+
+def noise_widget(
+    t: Tensor,
+    value: int = 8,
+    cache: dict[int, BatchNoise] | None = None,
+    sizes: Sequence[int] = BATCH_SIZES,
+) -> widgets.VBox:
+    """A batch-size slider over ``sizes`` showing :func:`draw_noise_frame` for the
+    pre-activations ``t``, every frame drawn now (:func:`wnbook.widgets.frame_widget`). Measurements in
+    ``cache`` (batch size -> :func:`batch_noise` result) are reused; the others are measured and added."""
     cache = {} if cache is None else cache
 
-    def show(batch_size: int = value) -> None:
+    def draw(batch_size: int) -> plt.Figure:
         if batch_size not in cache:
             cache[batch_size] = batch_noise(t, batch_size)
-        noise = cache[batch_size]
-        with book_style():
-            fig, axes = plt.subplots(1, 2, figsize=(8.0, 3.4), layout="constrained")
-            draw_noise(axes, noise)
-            _legend(fig, axes)
-        plt.show()
+        return draw_noise_frame(cache[batch_size])
 
-    return widgets.interactive(
-        show,
-        batch_size=widgets.SelectionSlider(options=list(BATCH_SIZES), value=value, description="batch size"),
-    )
+    slider = control("slider", list(sizes), value, "batch size")
+    return frame_widget({"batch_size": slider}, draw, dpi=WIDGET_DPI)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -450,8 +480,12 @@ def fold_check(model: nn.Module, x: Tensor) -> dict[str, float]:
     """Fold a copy of ``model`` with :func:`wnlib.fold_for_inference` and compare eval outputs on ``x``.
 
     Returns the number of mean-only batch norms and weight-normalized layers before and after, the
-    largest |difference| of the outputs, the largest output magnitude, and the fraction of examples
-    whose predicted class (argmax) is the same.
+    largest |difference| of the outputs, the largest output magnitude, the fraction of examples whose
+    predicted class (argmax) is the same, and ``rounding_bound``: (number of weight-normalized layers)
+    × ε × (largest output magnitude), ε the machine epsilon of the output's dtype. Folding changes only
+    where each layer's bias b_layer − μ̂ + b is rounded (once, instead of term by term in every forward
+    pass), an error of about one rounding of a layer's output, so a difference of the order of one ε of
+    the output's size per folded layer is what float rounding explains; more would be a real change.
     """
     model = copy.deepcopy(model).eval()
     folded = wnlib.fold_for_inference(copy.deepcopy(model).eval())
@@ -466,4 +500,5 @@ def fold_check(model: nn.Module, x: Tensor) -> dict[str, float]:
         "max_abs_diff": float((a - b).abs().max()),
         "max_abs_output": float(a.abs().max()),
         "same_prediction": float((a.argmax(1) == b.argmax(1)).float().mean()),
+        "rounding_bound": wn_before * torch.finfo(a.dtype).eps * float(a.abs().max()),
     }
