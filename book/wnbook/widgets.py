@@ -18,6 +18,7 @@ from typing import Any
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
+import PIL.Image
 from matplotlib.figure import Figure
 
 # The controls frame_widget accepts: any of ipywidgets' single-selection widgets.
@@ -29,12 +30,18 @@ __all__ = ["MAX_FRAMES", "control", "frame_widget", "png_bytes"]
 MAX_FRAMES = 64
 
 
-def png_bytes(fig: Figure, *, dpi: int = 150) -> bytes:
-    """``fig`` as PNG bytes; the figure is closed."""
+def png_bytes(fig: Figure, *, dpi: int = 150, colors: int = 64) -> bytes:
+    """``fig`` as PNG bytes with a palette of ``colors`` colours; the figure is closed.
+
+    Every frame of a widget is saved in the notebook, so frames are palette PNGs: a line plot has few
+    colours, and 64 keep its anti-aliased edges while making the file about 4x smaller than RGBA."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
-    return buffer.getvalue()
+    image = PIL.Image.open(buffer).convert("RGB").quantize(colors=colors, dither=PIL.Image.Dither.NONE)
+    out = io.BytesIO()
+    image.save(out, format="png", optimize=True)
+    return out.getvalue()
 
 
 def control(
