@@ -473,3 +473,86 @@ def test_api_reference_and_equation_links(base_url, browser):
         assert page.locator("#equation-eq-wn .eqno").inner_text().startswith("(2)")
     finally:
         context.close()
+
+
+# Frame widgets (wnbook.widgets.frame_widget): a box .wn-frames holding controls .wn-control-K and one
+# frame per combination of their options, an <img> tagged .wn-frame-I-J-..., switched in the browser.
+FRAME_JS = """box => {
+    const shown = Array.from(box.querySelectorAll("img")).filter(i => i.offsetParent !== null);
+    const tags = shown.flatMap(i => Array.from(i.classList).filter(c => c.startsWith("wn-frame-")));
+    return tags.length === 1 ? tags[0].slice("wn-frame-".length).split("-").map(Number) : tags;
+}"""
+CONTROLS = (
+    ".widget-slider, .widget-dropdown, .widget-toggle-buttons, .widget-checkbox, .widget-text, .widget-button"
+)
+
+
+def _shown_frame(box) -> list[int]:
+    frame = box.evaluate(FRAME_JS)
+    assert frame and all(isinstance(i, int) for i in frame), f"not exactly one frame shown: {frame}"
+    return frame
+
+
+def _options(control) -> int | None:
+    """How many options a dropdown or toggle-buttons control has (None for a slider)."""
+    if control.locator("select").count():
+        return control.locator("select option").count()
+    if control.locator("button").count():
+        return control.locator("button").count()
+    return None
+
+
+def _choose(control, index: int, page) -> None:
+    if control.locator("select").count():
+        control.locator("select").select_option(index=index)
+    elif control.locator("button").count():
+        control.locator("button").nth(index).click()
+    else:  # a slider: keyboard steps from the first option
+        handle = control.locator(".noUi-handle").first
+        handle.focus()
+        page.keyboard.press("Home")
+        for _ in range(index):
+            page.keyboard.press("ArrowRight")
+
+
+@pytest.mark.parametrize("doc", _toc_docs())
+def test_every_widget_switches_to_the_frame_of_its_value(doc, base_url, browser, server_errors):
+    """Operate every control of every widget in the static page (no kernel): the frame shown changes to
+    the one drawn for that value, and only the control's own index moves."""
+    first_server_error = len(server_errors)
+    with _open_page(browser, base_url, doc, DESKTOP) as loaded:
+        page = loaded.page
+        boxes = page.locator(".wn-frames")
+        stray = page.evaluate(
+            f"() => Array.from(document.querySelectorAll('{CONTROLS}'))"
+            ".filter(c => !c.closest('.wn-frames')).length"
+        )
+        assert stray == 0, f"{stray} widget controls would need a kernel (not in a frame widget)"
+        if not loaded.n_views:
+            assert boxes.count() == 0
+            return
+        assert boxes.count() >= 1, "the page has widgets but no frame widget"
+        for b in range(boxes.count()):
+            box = boxes.nth(b)
+            start = _shown_frame(box)
+            for k in range(len(start)):
+                control = box.locator(f".wn-control-{k}")
+                assert control.count() == 1, f"widget {b}: control {k} missing"
+                n = _options(control)
+                seen, index = [], 0
+                while n is None or index < n:
+                    _choose(control, index, page)
+                    frame = _shown_frame(box)
+                    if seen and frame[k] == seen[-1]:
+                        break  # a slider at its last option
+                    seen.append(frame[k])
+                    assert frame[:k] + frame[k + 1 :] == start[:k] + start[k + 1 :], (
+                        f"widget {b}: moving control {k} changed another control's frame: {frame}"
+                    )
+                    index += 1
+                assert seen == list(range(len(seen))) and len(seen) >= 2, (
+                    f"widget {b}, control {k}: the frames shown for its options were {seen}"
+                )
+                _choose(control, start[k], page)
+                assert _shown_frame(box) == start
+        loaded.check_clean(server_errors, first_server_error)
