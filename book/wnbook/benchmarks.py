@@ -13,12 +13,14 @@ from pathlib import Path
 
 __all__ = [
     "BENCH_COLUMNS",
+    "SHORT_COLUMNS",
     "TARGETS",
     "VARIANTS",
     "BenchRow",
     "BenchTable",
     "faster_torch",
     "read_bench",
+    "short_header_markdown",
     "target_report",
     "versus_torch",
 ]
@@ -33,6 +35,17 @@ BENCH_COLUMNS = (
     "plain (ms)",
     *(f"{n} (× plain)" for n in VARIANTS),
     "peak MiB: plain / " + " / ".join(VARIANTS),
+)
+
+
+# The same columns with short headers for the page: "parametrizations" is one word too long to break, so
+# the full header makes the table wider than the text column on a desktop screen.
+SHORT_NAMES = {"wnlib": "wnlib", "torch parametrizations": "torch param.", "torch legacy": "torch legacy"}
+SHORT_COLUMNS = (
+    "case",
+    "plain (ms)",
+    *(f"{SHORT_NAMES[n]} (×)" for n in VARIANTS),
+    "peak MiB: plain / wnlib / param. / legacy",
 )
 
 
@@ -94,6 +107,20 @@ def read_bench(path: Path) -> BenchTable:
         peaks = dict(zip(("plain", *VARIANTS), (float(c) for c in cells[5].split("/")), strict=True))
         rows.append(BenchRow(cells[0], float(cells[1]), ratios, peaks, noise))
     return BenchTable(where, rows, columns)
+
+
+def short_header_markdown(path: Path) -> str:
+    """The benchmark file's Markdown with :data:`SHORT_COLUMNS` as the table's header (rows unchanged).
+
+    Raises:
+        ValueError: the file's header is not :data:`BENCH_COLUMNS` (checked by :func:`read_bench`).
+    """
+    read_bench(path)
+    full = "| " + " | ".join(BENCH_COLUMNS) + " |"
+    text = path.read_text()
+    if full not in text:
+        raise ValueError(f"{path}: header row not written as {full!r}")
+    return text.replace(full, "| " + " | ".join(SHORT_COLUMNS) + " |", 1)
 
 
 def faster_torch(row: BenchRow) -> str:

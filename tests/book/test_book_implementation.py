@@ -239,9 +239,30 @@ def test_figures_draw():
     for fig in (vi.plot_eps(), vi.plot_bf16(vi.bf16_norm_errors(lengths=(64, 128, 256)))):
         assert len(fig.axes) >= 1
         plt.close(fig)
-    widget = vi.eps_widget()
-    assert widget.children[0].description == "eps"
     plt.close("all")
+
+
+def test_eps_widget_one_frame_per_power_of_ten():
+    box = vi.eps_widget(value=1e-5)
+    (slider,) = box.children[0].children
+    assert slider.description == "eps"
+    assert [label for label, _ in slider.options] == [f"1e-{k:02d}" for k in range(9, 0, -1)]
+    view = box.children[1]
+    assert view.selected_index == 4 and view.children[4]._dom_classes == ("wn-frame-4",)  # eps = 1e-5
+    assert "eps = 1e-05" in vi.draw_eps_frame(1e-5)._suptitle.get_text()
+    with pytest.raises(ValueError, match="not among its options"):
+        vi.eps_widget(value=3e-4)
+    plt.close("all")
+
+
+def test_short_headers_replace_only_the_header_row(tmp_path):
+    path = tmp_path / "bench_cpu.md"
+    path.write_text(bench.table(_results({"Linear 256×1024→1024": [2.0, 2.1, 2.5, 2.6]}), "here", 5))
+    text = benchmarks.short_header_markdown(path)
+    assert "parametrizations" not in text
+    assert "| " + " | ".join(benchmarks.SHORT_COLUMNS) + " |" in text
+    assert text.splitlines()[4:] == path.read_text().splitlines()[4:]  # the rows are untouched
+    assert len(benchmarks.SHORT_COLUMNS) == len(benchmarks.BENCH_COLUMNS)
 
 
 def test_a_gap_within_the_noise_is_a_tie(tmp_path):
@@ -275,3 +296,15 @@ def test_naive_twin_uses_the_model_s_own_parameters():
     torch.testing.assert_close(twin(x), model(x))
     twin(x).sum().backward()
     assert model[0].weight_v.grad is not None and model[2].weight_g.grad is not None
+
+
+def test_conv_peak_excess_is_the_unrecorded_release_of_the_input_gradient():
+    peaks = vi.peak_memory_rechecked("Conv2d 32×64→64, 32×32, 3×3", repeats=2)
+    assert list(peaks) == list(bench.VARIANTS)
+    grad_x_mib = 32 * 64 * 32 * 32 * 4 / 2**20
+    low = min(min(m) for m in peaks.values())
+    assert abs(peaks["plain"][0] - low - grad_x_mib) < 0.3  # the first measurement misses the release
+    for measured in peaks.values():
+        assert all(min(abs(m - low), abs(m - low - grad_x_mib)) < 0.3 for m in measured)
+    with pytest.raises(ValueError, match="no benchmark case"):
+        vi.peak_memory_rechecked("Conv3d")

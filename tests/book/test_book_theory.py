@@ -118,8 +118,54 @@ def test_figures_draw():
     for fig in figs:
         fig.canvas.draw()
     plt.close("all")
-    assert th.geometry_widget() is not None and th.lr_widget(wn, normal) is not None
     plt.close("all")
+
+
+def _shown(box):
+    view = box.children[1]
+    while hasattr(view, "selected_index"):
+        view = view.children[view.selected_index]
+    return view
+
+
+def test_geometry_widget_frames_match_their_controls():
+    box = th.geometry_widget(theta=60, norm_v=2.0)
+    theta, norm_v = box.children[0].children
+    assert [v for _, v in theta.options] == list(th.GEOMETRY_THETAS)
+    assert [v for _, v in norm_v.options] == list(th.GEOMETRY_NORMS)
+    assert len(th.GEOMETRY_THETAS) * len(th.GEOMETRY_NORMS) <= 64
+    # the frame shown first is the one drawn for the initial values (θ = 60° is index 2, ‖v‖ = 2 index 2)
+    assert _shown(box)._dom_classes == ("wn-frame-2-2",)
+    # each frame's title names the setting it was drawn for
+    fig = th.draw_geometry_frame(120, 1.0)
+    assert "θ = 120°" in fig.axes[0].get_title() and "‖v‖ = 1," in fig.axes[0].get_title()
+    plt.close("all")
+    with pytest.raises(ValueError, match="not among its options"):
+        th.geometry_widget(theta=45)
+
+
+def test_lr_widget_one_frame_per_precomputed_run():
+    wn = training.lr_runs([0.3, 30.0], "weightnorm", steps=15)
+    normal = training.lr_runs([0.3, 30.0], "normal", steps=15)
+    box = th.lr_widget(wn, normal, value=30.0)
+    (slider,) = box.children[0].children
+    assert [v for _, v in slider.options] == [0.3, 30.0]
+    assert _shown(box)._dom_classes == ("wn-frame-1",)
+    assert "lr = 30" in th.draw_lr_frame(wn, normal, 30.0).axes[0].get_title()
+    with pytest.raises(ValueError, match="no precomputed run at lr = 3"):
+        th.draw_lr_frame(wn, normal, 3.0)
+    with pytest.raises(ValueError, match="normal runs at"):
+        th.lr_widget(wn, normal[:1])
+    plt.close("all")
+
+
+def test_whitened_ratios_fall_in_one_histogram_bar():
+    x, _ = datasets.digit_rows(whole=True)
+    whitened = th.bn_wn_single_neuron(th.whiten(x.double().numpy(), k=12), n_directions=20)
+    fig = th.plot_bn_equivalence(whitened, whitened)
+    bars = [p for p in fig.axes[1].patches if p.get_height() > 0]  # both histograms (same data twice)
+    assert [(round(p.get_x() + p.get_width() / 2, 9), p.get_height()) for p in bars] == [(1.0, 20)] * 2
+    plt.close(fig)
 
 
 def test_fmt_small():

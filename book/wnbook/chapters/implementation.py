@@ -27,6 +27,9 @@ Everything is small, seeded and deterministic; the weight norm itself always com
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +43,8 @@ from torch import Tensor, nn
 import wnlib
 from wnbook.benchmarks import TARGETS, VARIANTS, BenchTable
 from wnbook.style import ACCENT, PALETTE, book_style, figure
+from wnbook.widgets import control, frame_widget
+from wnlib import bench
 
 __all__ = [
     "BF16_UNIT_ROUNDOFF",
@@ -51,6 +56,7 @@ __all__ = [
     "channels_last_vs_naive",
     "compiled_vs_naive",
     "describe_saved",
+    "draw_eps_frame",
     "eps_response",
     "eps_widget",
     "gpu_bench_markdown",
@@ -59,6 +65,7 @@ __all__ = [
     "naive_weight",
     "output_channels_scaled",
     "paths_agree",
+    "peak_memory_rechecked",
     "per_sample_grads_vs_loop",
     "plot_bench",
     "plot_bf16",
@@ -442,18 +449,29 @@ def plot_eps(eps_values: Sequence[float] = EPS_FIGURE, g: float = 1.0) -> plt.Fi
     return fig
 
 
-def eps_widget(g: float = 1.0) -> object:
-    """An ipywidgets ``interactive``: one eps slider (log scale) over the two panels of :func:`plot_eps`."""
-    import ipywidgets as widgets
+#: The eps widget's log-spaced grid: one frame per power of ten from 1e-9 to 1e-1.
+EPS_WIDGET = tuple(10.0**e for e in range(-9, 0))
 
-    def show(eps: float = 1e-5) -> None:
-        with book_style():
-            _, axes = plt.subplots(1, 2, figsize=(7.5, 3.0))
-            _draw_eps(axes, [eps], [PALETTE["weightnorm"]], g)
-        plt.show()
 
-    slider = widgets.FloatLogSlider(value=1e-5, base=10, min=-9, max=-1, step=1, description="eps")
-    return widgets.interactive(show, eps=slider)
+def draw_eps_frame(eps: float, g: float = 1.0) -> plt.Figure:
+    """One frame of :func:`eps_widget`: the two panels of :func:`plot_eps` for one ``eps``, a new figure."""
+    fig, axes = figure(2, height=3.2)
+    with book_style():
+        _draw_eps(axes, [eps], [PALETTE["weightnorm"]], g)
+    fig.suptitle(f"eps = {eps:.0e}: ‖w‖ and the gain change only where ‖v‖ < eps")
+    return fig
+
+
+def eps_widget(g: float = 1.0, value: float = 1e-5) -> object:
+    """A log-scale eps slider (:data:`EPS_WIDGET`) over the two panels of :func:`plot_eps`.
+
+    Every frame is drawn now (:func:`wnbook.widgets.frame_widget`), so it works in the static HTML.
+    """
+    options = [e for e in EPS_WIDGET if np.isclose(e, value, rtol=1e-9)]
+    value = options[0] if options else value  # 1e-5 as typed, or an error from control()
+    labels = [f"{e:.0e}" for e in EPS_WIDGET]
+    slider = control("slider", EPS_WIDGET, value, "eps", labels=labels)
+    return frame_widget({"eps": slider}, lambda eps: draw_eps_frame(eps, g), dpi=72)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -651,13 +669,51 @@ def plot_bench(table: BenchTable) -> plt.Figure:
         ax.set_yticks(range(len(table.rows)), [r.case for r in table.rows])
         ax.invert_yaxis()
         ax.set(
-            xlabel="time of a step / the plain network's (layers: forward + backward; models: Adam step)",
+            xlabel="time of a step ÷ the plain network's (axis from 0; black line: 1 = free)",
             title="Weight norm's cost over the plain network",
         )
         ax.set_xlim(left=0)  # bars start at zero, so their lengths compare honestly
-        ax.legend(handles, labels, fontsize=8, loc="lower right")
+        ax.legend(handles, labels, fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=2)
         ax.grid(axis="y", visible=False)
     return fig
+
+
+def peak_memory_rechecked(case_name: str, repeats: int = 3) -> dict[str, list[float]]:
+    """:func:`wnlib.bench.peak_memory` (MiB) of every variant of one benchmark case, ``repeats`` times over,
+    in a fresh Python process (as ``python -m wnlib.bench`` measures: what the CPU allocator has seen
+    before changes the result, see below).
+
+    Set up as :func:`wnlib.bench.run_case` sets a case up (the four variants share one input ``x``, and
+    some steps run before any measurement), then each variant is measured in the benchmark's order,
+    and the whole round repeated. On CPU the measurement replays the profiler's allocation and release
+    records; a release is recorded only for a block the CPU allocator saw allocated while memory
+    profiling was on, so the first measurement can miss the release of a block allocated before it.
+    """
+    if case_name not in {c.name for c in bench.cases()}:
+        raise ValueError(f"no benchmark case {case_name!r}; cases: {[c.name for c in bench.cases()]}")
+    code = (
+        "import json; from wnbook.chapters.implementation import _peaks_in_this_process as f; "
+        f"print(json.dumps(f({case_name!r}, {int(repeats)})))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _peaks_in_this_process(case_name: str, repeats: int) -> dict[str, list[float]]:
+    """The body of :func:`peak_memory_rechecked`, run in its fresh process."""
+    case = {c.name: c for c in bench.cases()}[case_name]
+    torch.manual_seed(0)
+    nets = bench.variants(case.make())
+    x = torch.randn(case.input_shape, requires_grad=not case.train_step)
+    grad = torch.randn_like(nets["plain"](x))
+    steps = {k: bench.Step(net, x, grad, case.train_step) for k, net in nets.items()}
+    for step in steps.values():
+        bench.time_step(step, 2)
+    out: dict[str, list[float]] = {k: [] for k in steps}
+    for _ in range(repeats):
+        for k, step in steps.items():
+            out[k].append(bench.peak_memory(step) / 2**20)
+    return out
 
 
 def gpu_bench_markdown(path: Path) -> object:

@@ -25,14 +25,19 @@ from wnbook.models import digits_mlp
 from wnbook.stats import running_mean
 from wnbook.style import ACCENT, LABELS, PALETTE, book_style, figure
 from wnbook.training import LRRun
+from wnbook.widgets import control, frame_widget
 from wnlib import reference
 
 __all__ = [
+    "GEOMETRY_NORMS",
+    "GEOMETRY_THETAS",
     "GradientCheck",
     "NoiseMeasurement",
     "bn_wn_single_neuron",
     "check_gradients",
     "draw_geometry",
+    "draw_geometry_frame",
+    "draw_lr_frame",
     "fmt_small",
     "geometry",
     "geometry_widget",
@@ -266,21 +271,31 @@ def plot_geometry(settings: Sequence[tuple[float, float]], g: float = 1.0) -> pl
     return fig
 
 
-def geometry_widget(g: float = 1.0) -> object:
-    """An ipywidgets ``interactive``: the angle θ between ∇w L and v, and ‖v‖ (g fixed)."""
-    import ipywidgets as widgets
+#: The geometry widget's grid (7 × 3 = 21 frames): θ every 30° and three lengths of v around g = 1.
+GEOMETRY_THETAS = (0, 30, 60, 90, 120, 150, 180)
+GEOMETRY_NORMS = (0.5, 1.0, 2.0)
 
-    def show(theta: float = 60.0, norm_v: float = 2.0) -> None:
-        with book_style():
-            _, ax = plt.subplots(figsize=(7.5, 3.2))
-            draw_geometry(ax, theta, norm_v, g, xmax=4.2)
-        plt.show()
 
-    return widgets.interactive(
-        show,
-        theta=widgets.FloatSlider(value=60.0, min=0.0, max=180.0, step=5.0, description="θ (deg)"),
-        norm_v=widgets.FloatSlider(value=2.0, min=0.5, max=3.0, step=0.25, description="‖v‖"),
-    )
+def draw_geometry_frame(theta: float, norm_v: float, g: float = 1.0) -> plt.Figure:
+    """One frame of :func:`geometry_widget`: :func:`draw_geometry` at (θ, ‖v‖), as a new figure."""
+    with book_style():
+        fig, ax = plt.subplots(figsize=(7.0, 3.2))
+        draw_geometry(ax, theta, norm_v, g, xmax=max(GEOMETRY_NORMS) + 1.1)
+    return fig
+
+
+def geometry_widget(g: float = 1.0, theta: float = 60, norm_v: float = 2.0) -> object:
+    """θ between ∇w L and v, and ‖v‖ (g fixed): one frame per point of the grid, switched client-side.
+
+    Every frame is drawn now (:func:`wnbook.widgets.frame_widget`), so the widget works in the static
+    HTML; the title of each frame states the θ and ‖v‖ it was drawn for. ``theta`` and ``norm_v`` are
+    the initial values (on :data:`GEOMETRY_THETAS` × :data:`GEOMETRY_NORMS`).
+    """
+    controls = {
+        "theta": control("slider", GEOMETRY_THETAS, theta, "θ (degrees)"),
+        "norm_v": control("slider", GEOMETRY_NORMS, norm_v, "‖v‖", labels=[f"{n:g}" for n in GEOMETRY_NORMS]),
+    }
+    return frame_widget(controls, lambda theta, norm_v: draw_geometry_frame(theta, norm_v, g), dpi=72)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -355,42 +370,45 @@ def plot_lr_runs(wn: Sequence[LRRun], normal: Sequence[LRRun], show: Sequence[fl
     return fig
 
 
+def draw_lr_frame(wn: Sequence[LRRun], normal: Sequence[LRRun], lr: float) -> plt.Figure:
+    """One frame of :func:`lr_widget`: the run at ``lr`` over the others (grey), as a new figure."""
+    by_lr = {r.lr: r for r in wn}
+    normal_by_lr = {r.lr: r for r in normal}
+    if lr not in by_lr or lr not in normal_by_lr:
+        raise ValueError(f"no precomputed run at lr = {lr:g}; runs: {sorted(by_lr)}")
+    run = by_lr[lr]
+    with book_style():
+        fig, axes = figure(3, height=3.0)
+        for other in wn:
+            axes[0].plot(other.norm_v, color="0.85", lw=1)
+            axes[1].plot(running_mean(other.c), color="0.85", lw=1)
+        axes[0].plot(run.norm_v, color=PALETTE["weightnorm"], lw=2)
+        axes[1].plot(running_mean(run.c), color=PALETTE["weightnorm"], lw=2)
+        axes[0].set(yscale="log", xlabel="SGD step", ylabel="‖v‖", title=f"‖v‖ at lr = {lr:g}")
+        axes[1].set(
+            yscale="log",
+            xlabel="SGD step",
+            ylabel="c = ‖Δv‖/‖v‖",
+            title=f"c: {run.c[0]:.3g} first, {run.c[-50:].mean():.3g} last 50",
+        )
+        _final_loss_panel(axes[2], wn, normal, lr)
+        axes[2].set_title(f"final loss: WN {run.final_loss:.3f},\nnormal {normal_by_lr[lr].final_loss:.3f}")
+    return fig
+
+
 def lr_widget(wn: Sequence[LRRun], normal: Sequence[LRRun], value: float | None = None) -> object:
-    """An ipywidgets ``interactive`` with a learning-rate slider over precomputed runs (no training on move).
+    """A learning-rate slider over precomputed runs: one frame per rate, switched client-side.
 
     ``wn`` and ``normal`` are :func:`wnbook.training.lr_runs` results at the same learning rates;
-    ``value`` is the slider's initial learning rate (default: the middle one).
+    ``value`` is the slider's initial learning rate (default: the middle one). Nothing is trained on a
+    move: every frame is drawn now (:func:`wnbook.widgets.frame_widget`).
     """
-    import ipywidgets as widgets
-
-    by_lr = {r.lr: r for r in wn}
     lrs = [r.lr for r in wn]
-    normal_by_lr = {r.lr: r for r in normal}
+    if lrs != [r.lr for r in normal]:
+        raise ValueError(f"weight-norm runs at {lrs} but normal runs at {[r.lr for r in normal]}")
     value = lrs[len(lrs) // 2] if value is None else value
-
-    def show(lr: float = value) -> None:
-        run = by_lr[lr]
-        with book_style():
-            _, axes = plt.subplots(1, 3, figsize=(9.5, 3.0))
-            for other in wn:
-                axes[0].plot(other.norm_v, color="0.85", lw=1)
-                axes[1].plot(running_mean(other.c), color="0.85", lw=1)
-            axes[0].plot(run.norm_v, color=PALETTE["weightnorm"], lw=2)
-            axes[1].plot(running_mean(run.c), color=PALETTE["weightnorm"], lw=2)
-            axes[0].set(yscale="log", xlabel="SGD step", ylabel="‖v‖", title=f"‖v‖ at lr = {lr:g}")
-            axes[1].set(
-                yscale="log",
-                xlabel="SGD step",
-                ylabel="c = ‖Δv‖/‖v‖",
-                title=f"c: {run.c[0]:.3g} at the start, {run.c[-50:].mean():.3g} at the end",
-            )
-            _final_loss_panel(axes[2], wn, normal, lr)
-            axes[2].set_title(
-                f"final loss: WN {run.final_loss:.3f}, normal {normal_by_lr[lr].final_loss:.3f}"
-            )
-        plt.show()
-
-    return widgets.interactive(show, lr=widgets.SelectionSlider(options=lrs, value=value, description="lr"))
+    slider = control("slider", lrs, value, "learning rate of v", labels=[f"{lr:g}" for lr in lrs])
+    return frame_widget({"lr": slider}, lambda lr: draw_lr_frame(wn, normal, lr), dpi=72)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -454,7 +472,8 @@ def plot_bn_equivalence(whitened: dict[str, np.ndarray], raw: dict[str, np.ndarr
     )
     ax.legend(fontsize=8, markerscale=3)
     ax = axes[1]
-    bins = np.linspace(0, 1.5, 61)
+    width = 0.025  # a bin centred on 1.0: the whitened ratios (all 1 ± 1e-9) fall in one bar
+    bins = (np.arange(61) - 0.5) * width
     ax.hist(
         raw["sigma_over_norm"], bins=bins, color=PALETTE["normal"], alpha=0.6, label="standardized pixels"
     )
