@@ -30,11 +30,12 @@ __all__ = ["MAX_FRAMES", "control", "frame_widget", "png_bytes"]
 MAX_FRAMES = 64
 
 
-def png_bytes(fig: Figure, *, dpi: int = 150, colors: int = 64) -> bytes:
+def png_bytes(fig: Figure, *, dpi: int = 100, colors: int = 64) -> bytes:
     """``fig`` as PNG bytes with a palette of ``colors`` colours; the figure is closed.
 
     Every frame of a widget is saved in the notebook, so frames are palette PNGs: a line plot has few
-    colours, and 64 keep its anti-aliased edges while making the file about 4x smaller than RGBA."""
+    colours, and 64 keep its anti-aliased edges while making the file about 4x smaller than RGBA. At
+    the default 100 dpi a figure of the book's width (7 in) is about as wide as the page's column."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
@@ -74,7 +75,7 @@ def frame_widget(
     controls: Mapping[str, Selection],
     draw: Callable[..., Figure],
     *,
-    dpi: int = 150,
+    dpi: int = 100,
 ) -> widgets.VBox:
     """The controls above one frame per combination of their options, switched client-side.
 

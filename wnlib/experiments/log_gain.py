@@ -10,7 +10,7 @@ already shows (the same cache entries); only the log-gain runs are new.
 
 :func:`configs` lists the runs, :func:`runs` trains them or reads them from the cache
 (:func:`~wnlib.experiments.results.run_grid`). The book commits them with its other runs
-(``book/data/experiments``); from the command line::
+(``book/wnbook/data/experiments``); from the command line::
 
     python -m wnlib.experiments --preset cpu-small --param weightnorm_init weightnorm_init_log_gain \\
         --seeds 0 1 2

@@ -46,8 +46,8 @@ from wnlib.experiments.data import _check_name
 __all__ = [
     "PALETTE",
     "PARAMETERIZATIONS",
-    "Normalizer",
     "VARIANTS",
+    "Normalizer",
     "Parameterization",
     "get_parameterization",
 ]
@@ -73,8 +73,9 @@ class Parameterization:
         color: the colour of this parameterization in every figure.
         log_gain: under weight norm, store each gain as s with g = eˢ (parameters ``weight_s``; see
             :func:`wnlib.weight_norm`).
-        variant_of: for a variant (:data:`~wnlib.experiments.params.VARIANTS`), the parameterization of the six it changes in one
-            respect, whose learning rate it takes; None for the six themselves.
+        variant_of: for a variant (:data:`~wnlib.experiments.params.VARIANTS`), the parameterization
+            of the six it changes in one respect, whose learning rate it takes; None for the six
+            themselves.
     """
 
     name: str
@@ -128,8 +129,8 @@ VARIANTS: dict[str, Parameterization] = {
 
 
 def get_parameterization(name: str | Parameterization) -> Parameterization:
-    """The :class:`Parameterization` called ``name`` (one of the six, or of :data:`~wnlib.experiments.params.VARIANTS`); a
-    ValueError listing the valid names otherwise."""
+    """The :class:`Parameterization` called ``name`` (one of the six, or of
+    :data:`~wnlib.experiments.params.VARIANTS`); a ValueError listing the valid names otherwise."""
     if isinstance(name, Parameterization):
         return name
     known = PARAMETERIZATIONS | VARIANTS

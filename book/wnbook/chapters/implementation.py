@@ -471,7 +471,7 @@ def eps_widget(g: float = 1.0, value: float = 1e-5) -> object:
     value = options[0] if options else value  # 1e-5 as typed, or an error from control()
     labels = [f"{e:.0e}" for e in EPS_WIDGET]
     slider = control("slider", EPS_WIDGET, value, "eps", labels=labels)
-    return frame_widget({"eps": slider}, lambda eps: draw_eps_frame(eps, g), dpi=72)
+    return frame_widget({"eps": slider}, lambda eps: draw_eps_frame(eps, g))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -311,7 +311,6 @@ def plot_scale_grid(scales: Sequence[float] = SCALES, depth: int = DEPTH) -> plt
 #: static figure). Every frame is a PNG stored in the notebook, so the grid is kept small.
 WIDGET_DEPTHS = (5, 10, 20, 30, 50)
 WIDGET_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)
-WIDGET_DPI = 100  # about the page's column width in pixels: sharp enough, and 4× fewer bytes than 200
 
 
 def draw_depth_frame(depth: int, scale: float) -> plt.Figure:
@@ -336,7 +335,7 @@ def depth_widget(
         "depth": control("slider", list(depths), DEPTH, "depth"),
         "scale": control("slider", list(scales), 1.0, "scale s", labels=[scale_label(s) for s in scales]),
     }
-    return frame_widget(controls, draw_depth_frame, dpi=WIDGET_DPI)
+    return frame_widget(controls, draw_depth_frame)
 
 
 def plot_heldout(profiles: dict[int, DepthProfile], scale: float = 1.0) -> plt.Figure:

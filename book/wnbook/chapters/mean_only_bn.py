@@ -201,7 +201,6 @@ def batch_noise(
 #: this chapter is about; the palette's own mean-only orange is too close to vermillion).
 NOISE_COLORS = {"full": PALETTE["batchnorm"], "mean_only": PALETTE["weightnorm_meanonly"]}
 NOISE_LABELS = {"full": "full batch norm", "mean_only": "mean-only batch norm"}
-WIDGET_DPI = 100  # the widget's frames: about the page's column width in pixels
 
 
 def _gaussian(ax: plt.Axes, std: float, xs: np.ndarray, color: str, label: str) -> None:
@@ -305,7 +304,7 @@ def noise_widget(
         return draw_noise_frame(cache[batch_size])
 
     slider = control("slider", list(sizes), value, "batch size")
-    return frame_widget({"batch_size": slider}, draw, dpi=WIDGET_DPI)
+    return frame_widget({"batch_size": slider}, draw)
 
 
 # --------------------------------------------------------------------------------------------------

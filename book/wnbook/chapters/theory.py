@@ -295,7 +295,7 @@ def geometry_widget(g: float = 1.0, theta: float = 60, norm_v: float = 2.0) -> o
         "theta": control("slider", GEOMETRY_THETAS, theta, "θ (degrees)"),
         "norm_v": control("slider", GEOMETRY_NORMS, norm_v, "‖v‖", labels=[f"{n:g}" for n in GEOMETRY_NORMS]),
     }
-    return frame_widget(controls, lambda theta, norm_v: draw_geometry_frame(theta, norm_v, g), dpi=72)
+    return frame_widget(controls, lambda theta, norm_v: draw_geometry_frame(theta, norm_v, g))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -408,7 +408,7 @@ def lr_widget(wn: Sequence[LRRun], normal: Sequence[LRRun], value: float | None 
         raise ValueError(f"weight-norm runs at {lrs} but normal runs at {[r.lr for r in normal]}")
     value = lrs[len(lrs) // 2] if value is None else value
     slider = control("slider", lrs, value, "learning rate of v", labels=[f"{lr:g}" for lr in lrs])
-    return frame_widget({"lr": slider}, lambda lr: draw_lr_frame(wn, normal, lr), dpi=72)
+    return frame_widget({"lr": slider}, lambda lr: draw_lr_frame(wn, normal, lr))
 
 
 # --------------------------------------------------------------------------------------------------
