@@ -35,7 +35,7 @@ if importlib.util.find_spec("wnbook") is None:
                            f"wnlib[experiments] @ {{REPO}}", f"wnbook @ {{REPO}}#subdirectory=book"])'''
 
 NOTE = """\
-```{{admonition}} Every claim on this page is checked
+```{admonition} Every claim on this page is checked
 :class: tip
 The cells that assert the page's claims run with it, here and in the book's tests, and fail if a claim
 stops holding. In the web page they are collapsed: press **Show code cell content** (or **Show code cell
@@ -62,7 +62,8 @@ def chapters() -> list[Path]:
 
 
 def _cell(kind: str, source: str, tags: list[str]) -> dict:
-    cell = {"cell_type": kind, "metadata": {"tags": tags}, "source": source.splitlines(True)}
+    # The cell's id (nbformat 4.5) is its tag: unique, and the same in every chapter.
+    cell = {"cell_type": kind, "id": tags[0], "metadata": {"tags": tags}, "source": source.splitlines(True)}
     if kind == "code":
         cell.update(execution_count=None, outputs=[])
     return cell
