@@ -205,7 +205,6 @@ def spectra_widget(seed: int = 0, strength: float = 2.0, direction: Direction = 
         controls,
         lambda strength, direction: spectra_frame(strength, direction, seed),
         dpi=100,
-        colors=64,
     )
 
 

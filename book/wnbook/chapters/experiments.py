@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 __all__ = [
     "ABLATED",
     "DEVICE",
-    "FRAME_COLORS",
     "FRAME_DPI",
     "LEARNING_RATES",
     "LR_SEEDS",
@@ -93,8 +92,8 @@ LEARNING_RATES: tuple[float, ...] = (0.001, 0.003, 0.01, 0.03)
 LR_SEEDS: tuple[int, ...] = (0, 1)
 #: The runs are cached per device type: the committed ones are CPU runs, whatever the reader has.
 DEVICE = "cpu"
-#: Resolution and palette of the interactive view's frames (24 of them, saved in the notebook).
-FRAME_DPI, FRAME_COLORS = 100, 64
+#: Resolution of the interactive view's frames (24 of them, each saved in the notebook).
+FRAME_DPI = 100
 #: Repeats of the round-robin epoch timing.
 TIMING_REPEATS = 5
 
@@ -644,5 +643,4 @@ def lr_widget(
         {"param": choose, "lr": rate},
         lambda param, lr: lr_frame(lr_results, param, lr),
         dpi=FRAME_DPI,
-        colors=FRAME_COLORS,
     )
