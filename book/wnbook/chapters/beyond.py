@@ -199,7 +199,8 @@ def spectra_widget(seed: int = 0, strength: float = 2.0, direction: Direction = 
         "strength": control(
             "slider", WIDGET_STRENGTHS, strength, "spike s", labels=[f"{x:g}" for x in WIDGET_STRENGTHS]
         ),
-        "direction": control("toggle", ["shared mean", "random"], direction, "direction"),
+        # a dropdown: its label and the longer option fit on one line of a phone's column
+        "direction": control("dropdown", ["shared mean", "random"], direction, "direction"),
     }
     return frame_widget(
         controls,
