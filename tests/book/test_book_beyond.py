@@ -149,7 +149,37 @@ def test_figures_and_widget_build():
     fig2 = beyond.weight_decay_figure(runs, lr=0.5, window=20)
     assert len(fig2.axes) == 2
     plt.close("all")
-    pytest.importorskip("ipywidgets")
-    widget = beyond.spectra_widget()
-    assert len(widget.children) == 3  # two controls and the output
+    fig3 = beyond.spectra_frame(2.0, "random")
+    assert len(fig3.axes) == 2 and "random, s = 2" in fig3.texts[-1].get_text()
     plt.close("all")
+
+
+def test_every_frame_of_the_spectra_widget_fits_its_fixed_axes():
+    for strength in beyond.WIDGET_STRENGTHS:
+        for direction in ("shared mean", "random"):
+            for w in beyond.normalized_variants(
+                beyond.spiked_matrix(strength=strength, direction=direction)
+            ).values():
+                rows, sv = baselines.row_norms(w), baselines.singular_values(w)
+                low, high = beyond.FRAME_ROW_LIMITS
+                assert low < rows.min() and rows.max() < high
+                low, high = beyond.FRAME_SV_LIMITS
+                assert low < sv.min() and sv.max() < high
+
+
+def test_spectra_widget_has_a_frame_per_strength_and_direction():
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+
+    widget = beyond.spectra_widget(strength=3.0, direction="random")
+    strength, direction = widget.children[0].children
+    assert [value for _, value in strength.options] == list(beyond.WIDGET_STRENGTHS)
+    assert [value for _, value in direction.options] == ["shared mean", "random"]
+    view = widget.children[1]
+    assert len(view.children) == len(beyond.WIDGET_STRENGTHS)
+    assert all(len(stack.children) == 2 for stack in view.children)
+    shown = view.children[view.selected_index]
+    shown = shown.children[shown.selected_index]
+    index = beyond.WIDGET_STRENGTHS.index(3.0)
+    assert isinstance(shown, widgets.Image) and shown._dom_classes == (f"wn-frame-{index}-1",)
+    assert plt.get_fignums() == []

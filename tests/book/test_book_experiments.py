@@ -16,6 +16,7 @@ import torch
 
 from wnbook import files
 from wnbook.chapters import experiments as vx
+from wnbook.style import LABELS
 from wnlib import experiments as ex
 from wnlib.experiments import EpochResult, RunResult, training
 
@@ -140,7 +141,11 @@ def test_compare_ranks_only_the_five_rows_of_table_1():
     assert rows["weightnorm_meanonly"]["rank"] == 5 and rows["weightnorm_meanonly"]["paper_rank"] == 1
     assert rows["normal"]["error_mean"] == pytest.approx(5.1)
     assert vx.ranking(runs)[0] == "weightnorm"
-    assert "| weight norm | — | — |" in vx.comparison_markdown(list(rows.values()))
+    lines = vx.comparison_markdown(list(rows.values())).splitlines()
+    # the key columns first (they stay on screen at phone width): the parameterization, its error here
+    assert lines[0].startswith("| parameterization | test error here | rank here |")
+    weight_norm = next(line for line in lines if line.startswith("| weight norm |"))
+    assert weight_norm.startswith("| weight norm | 1.10 ± 0.10 % | — |") and weight_norm.endswith("| — | — |")
 
 
 def test_mean_curve_pads_a_diverged_run_and_faster_compares_means():
@@ -168,9 +173,32 @@ def test_figures_and_widget_draw(cached):
         vx.plot_lr_curves(cached["lr"], "title"),
     ]
     assert all(len(f.axes) >= 1 for f in figs)
-    widget = vx.lr_widget(cached["lr"], "normal", 0.03, 1)
-    assert widget.children[0].value == "normal"
     plt.close("all")
+
+
+def test_lr_widget_has_a_frame_per_parameterization_and_rate(cached):
+    """Every (parameterization, rate) of the cached grid is a frame; the initial one is the one asked for."""
+    import ipywidgets as widgets
+
+    widget = vx.lr_widget(cached["lr"], "normal", 0.03)
+    choose, rate = widget.children[0].children
+    assert choose.value == "normal" and rate.value == 0.03
+    assert [label for label, _ in choose.options] == [LABELS[p] for p in ex.PARAMETERIZATIONS]
+    assert [value for _, value in rate.options] == list(vx.LEARNING_RATES)
+    view = widget.children[1]
+    assert len(view.children) == len(ex.PARAMETERIZATIONS)
+    assert all(len(stack.children) == len(vx.LEARNING_RATES) for stack in view.children)
+    shown = view.children[view.selected_index]
+    shown = shown.children[shown.selected_index]
+    assert isinstance(shown, widgets.Image) and shown._dom_classes == ("wn-frame-0-3",)
+    assert plt.get_fignums() == []  # every frame's figure was closed after it was stored
+
+
+def test_lr_frame_refuses_a_rate_or_parameterization_not_in_the_grid(cached):
+    with pytest.raises(ValueError, match="lr 0.1 is not in the learning-rate grid"):
+        vx.lr_frame(cached["lr"], "normal", 0.1)
+    with pytest.raises(ValueError, match="param 'bogus' is not among"):
+        vx.lr_frame(cached["lr"], "bogus", 0.03)
 
 
 def test_lr_grid_contains_the_main_grid_at_the_preset_rates(cached):

@@ -115,15 +115,25 @@ def draw_spectra(ax_rows: plt.Axes, ax_sv: plt.Axes, w: Tensor, title: str = "")
         ax_sv.plot(singular_values(wv).numpy(), **kw)
     for ax in (ax_rows, ax_sv):
         ax.set_yscale("log")
-        ax.yaxis.set_major_locator(mticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         ax.yaxis.set_major_formatter(mticker.FormatStrFormatter("%g"))
         ax.yaxis.set_minor_formatter(mticker.NullFormatter())
+        _log_ticks(ax)
     ax_rows.set_xlabel("output unit i (sorted)")
     ax_rows.set_ylabel("row norm ‖w_i‖")
     ax_sv.set_xlabel("index k")
     ax_sv.set_ylabel("singular value σ_k")
     if title:
         ax_rows.set_title(title)
+
+
+def _log_ticks(ax: plt.Axes, ylim: tuple[float, float] | None = None) -> None:
+    """Major ticks at 1, 2, 5 × 10^k on a log axis of up to 2.5 decades, at 10^k on a longer one
+    (after setting ``ylim``, if given)."""
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    low, high = ax.get_ylim()
+    subs = (1.0, 2.0, 5.0) if math.log10(high / low) <= 2.5 else (1.0,)
+    ax.yaxis.set_major_locator(mticker.LogLocator(base=10, subs=subs))
 
 
 SETTINGS: list[tuple[float, Direction, str]] = [
@@ -149,31 +159,53 @@ def spectra_figure(settings: list[tuple[float, Direction, str]] = SETTINGS, seed
     return fig
 
 
-def spectra_widget(seed: int = 0):
-    """An ``ipywidgets.interactive``: spike strength s and direction, redrawing :func:`draw_spectra`."""
-    import ipywidgets as widgets
+#: The spike strengths of the interactive view (with both directions: 14 frames).
+WIDGET_STRENGTHS: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0)
+#: The y ranges of its two panels, wide enough for every frame (rows up to √(1 + 6²) ≈ 6, the
+#: unnormalized σ_max up to about 6·√32 ≈ 34, spectral norm's smallest σ_k about 0.01 at s = 6).
+FRAME_ROW_LIMITS, FRAME_SV_LIMITS = (0.1, 10.0), (0.005, 50.0)
 
-    def show(strength: float, direction: Direction) -> None:
-        w = spiked_matrix(strength=strength, direction=direction, seed=seed)
-        _, (ax_rows, ax_sv) = figure(ncols=2, height=3.0)
-        draw_spectra(ax_rows, ax_sv, w)
-        wv = normalized_variants(w)
-        ax_sv.set_title(
-            f"σ_max: weight norm {singular_values(wv['weight norm'])[0]:.2f}, "
-            f"centered {singular_values(wv['centered weight norm'])[0]:.2f}, spectral 1"
-        )
-        ax_rows.set_title(f"smallest row under spectral norm: {row_norms(wv['spectral norm']).min():.3f}")
-        ax_sv.legend(fontsize=8, loc="upper right")
-        plt.show()
 
-    return widgets.interactive(
-        show,
-        strength=widgets.FloatSlider(
-            value=2.0, min=0.0, max=6.0, step=0.25, description="spike $s$", continuous_update=False
+def spectra_frame(strength: float, direction: Direction, seed: int = 0) -> plt.Figure:
+    """One frame of :func:`spectra_widget`: :func:`draw_spectra` of ``spiked_matrix(strength=strength,
+    direction=direction)``, the title giving σ_max under each method and the shortest row under
+    spectral norm."""
+    w = spiked_matrix(strength=strength, direction=direction, seed=seed)
+    fig, (ax_rows, ax_sv) = figure(ncols=2, height=3.3)
+    draw_spectra(ax_rows, ax_sv, w)
+    # the same axes in every frame, so that moving a control moves the lines, not the scale
+    _log_ticks(ax_rows, FRAME_ROW_LIMITS)
+    _log_ticks(ax_sv, FRAME_SV_LIMITS)
+    wv = normalized_variants(w)
+    ax_rows.set_title("row norms")
+    ax_sv.set_title("singular values")
+    handles, labels = ax_sv.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=8.5)
+    sigma = {name: singular_values(wv[name])[0].item() for name in ("weight norm", "centered weight norm")}
+    fig.suptitle(
+        f"{direction}, s = {strength:g}: σ_max {sigma['weight norm']:.2f} (WN), "
+        f"{sigma['centered weight norm']:.2f} (centered WN), 1 (SN);\n"
+        f"shortest row under spectral norm {row_norms(wv['spectral norm']).min():.3f}"
+    )
+    return fig
+
+
+def spectra_widget(seed: int = 0, strength: float = 2.0, direction: Direction = "shared mean"):
+    """Spike strength s (:data:`WIDGET_STRENGTHS`) and direction, one :func:`spectra_frame` each, drawn
+    now and switched in the browser (:func:`wnbook.widgets.frame_widget`: no kernel needed)."""
+    from wnbook.widgets import control, frame_widget
+
+    controls = {
+        "strength": control(
+            "slider", WIDGET_STRENGTHS, strength, "spike s", labels=[f"{x:g}" for x in WIDGET_STRENGTHS]
         ),
-        direction=widgets.Dropdown(
-            options=["shared mean", "random"], value="shared mean", description="direction"
-        ),
+        # a dropdown: its label and the longer option fit on one line of a phone's column
+        "direction": control("dropdown", ["shared mean", "random"], direction, "direction"),
+    }
+    return frame_widget(
+        controls,
+        lambda strength, direction: spectra_frame(strength, direction, seed),
+        dpi=100,
     )
 
 
@@ -326,8 +358,8 @@ def predicted_angular_update(lr: float, weight_decay: float) -> float:
 
 
 def weight_decay_figure(runs: dict[float, dict[str, np.ndarray]], lr: float, window: int = 100) -> plt.Figure:
-    """‖v‖ (left) and the angular step (right, a running RMS over ``window`` steps) per weight decay,
-    with the predicted equilibrium step √(2ηλ) (dashed)."""
+    """‖v‖ (left) and the angular step in radians (right, a running RMS over ``window`` steps) per
+    weight decay, with the predicted equilibrium step θ* ≈ √(2ηλ) (dashed)."""
     fig, (ax_n, ax_a) = figure(ncols=2, height=3.0)
     decays = sorted(runs)
     shades = plt.get_cmap("Blues")(np.linspace(0.45, 0.95, max(len(decays) - 1, 1)))
@@ -338,20 +370,20 @@ def weight_decay_figure(runs: dict[float, dict[str, np.ndarray]], lr: float, win
         ax_n.plot(run["norm"], color=color, label=label)
         rms = np.sqrt(np.convolve(run["angle"] ** 2, np.ones(window) / window, mode="valid"))
         steps = np.arange(window - 1, len(run["angle"]))
-        ax_a.plot(steps, np.degrees(rms), color=color, label=label)
+        ax_a.plot(steps, rms, color=color, label=label)
         if wd > 0:
-            ax_a.axhline(np.degrees(predicted_angular_update(lr, wd)), color=color, ls="--", lw=1)
+            ax_a.axhline(predicted_angular_update(lr, wd), color=color, ls="--", lw=1)
     ax_n.set_xlabel("SGD step")
     ax_n.set_ylabel("mean ‖v_i‖")
     ax_n.set_title("Decay stops the growth of ‖v‖")
     ax_a.set_xlabel("SGD step")
-    ax_a.set_ylabel("angle turned per step (degrees)")
+    ax_a.set_ylabel("angle turned per step (rad)")
     ax_a.set_yscale("log")
     ax_a.yaxis.set_major_locator(mticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax_a.yaxis.set_major_formatter(mticker.FormatStrFormatter("%g"))
     ax_a.yaxis.set_minor_formatter(mticker.NullFormatter())
-    ax_a.set_title("…and the angle per step settles at √(2ηλ)")
+    ax_a.set_title("…and the angle per step settles at θ*")
     ax_n.legend(fontsize=8)
-    ax_a.plot([], [], color="#555555", ls="--", lw=1, label="predicted √(2ηλ)")
-    ax_a.legend(handles=ax_a.get_lines()[-1:], fontsize=8, loc="upper right")
+    ax_a.plot([], [], color="#555555", ls="--", lw=1, label="predicted θ* ≈ √(2ηλ)")
+    ax_a.legend(handles=ax_a.get_lines()[-1:], fontsize=8, loc="lower left")
     return fig

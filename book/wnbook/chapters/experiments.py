@@ -17,7 +17,7 @@ and time again.
   (:func:`wnlib.experiments.benchmark_epochs`);
 - :func:`compare`, :func:`difference`, :func:`ranking`, :func:`faster`, :func:`loss_jump`: the numbers
   behind the chapter's statements;
-- ``plot_*`` and :func:`lr_widget`: the figures and the interactive view.
+- ``plot_*``, :func:`lr_frame` and :func:`lr_widget`: the figures and the interactive view.
 """
 
 from __future__ import annotations
@@ -27,21 +27,25 @@ import os
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 
 import wnlib
 from wnbook.files import committed_cache
-from wnbook.style import LABELS, PALETTE, WIDTH, book_style, figure
+from wnbook.style import LABELS, PALETTE, book_style, figure
 from wnbook.tables import markdown_table
 from wnlib import experiments as ex
 from wnlib.experiments import RunResult
 
+if TYPE_CHECKING:
+    import ipywidgets as widgets
+
 __all__ = [
     "ABLATED",
     "DEVICE",
+    "FRAME_DPI",
     "LEARNING_RATES",
     "LR_SEEDS",
     "PAPER_TABLE1",
@@ -63,6 +67,7 @@ __all__ = [
     "epoch_costs",
     "faster",
     "loss_jump",
+    "lr_frame",
     "lr_grid",
     "lr_summary",
     "lr_widget",
@@ -87,6 +92,8 @@ LEARNING_RATES: tuple[float, ...] = (0.001, 0.003, 0.01, 0.03)
 LR_SEEDS: tuple[int, ...] = (0, 1)
 #: The runs are cached per device type: the committed ones are CPU runs, whatever the reader has.
 DEVICE = "cpu"
+#: Resolution of the interactive view's frames (24 of them, each saved in the notebook).
+FRAME_DPI = 100
 #: Repeats of the round-robin epoch timing.
 TIMING_REPEATS = 5
 
@@ -358,14 +365,16 @@ def _percent(x: float) -> str:
 
 
 def comparison_markdown(rows: Sequence[dict[str, Any]]) -> str:
-    """:func:`compare`'s rows as a Markdown table (errors in %, two decimals)."""
+    """:func:`compare`'s rows as a Markdown table (errors in %, two decimals), the columns a narrow
+    screen must show first: the parameterization and its error here (MNIST-1D, mean ± std over seeds),
+    then the paper's (CIFAR-10)."""
     cells = [
         {
             "parameterization": r["label"],
-            "paper: CIFAR-10 test error": _percent(r["paper_error"]),
-            "paper rank": str(r["paper_rank"] or "—"),
-            "here: MNIST-1D test error (mean ± std)": f"{r['error_mean']:.2f} ± {r['error_std']:.2f} %",
+            "test error here": f"{r['error_mean']:.2f} ± {r['error_std']:.2f} %",
             "rank here": str(r["rank"] or "—"),
+            "paper's test error": _percent(r["paper_error"]),
+            "paper's rank": str(r["paper_rank"] or "—"),
         }
         for r in rows
     ]
@@ -438,7 +447,7 @@ def plot_comparison(rows: Sequence[dict[str, Any]], title: str) -> plt.Figure:
     """Left: the paper's CIFAR-10 test errors (Table 1). Right: this book's MNIST-1D final test errors,
     mean ± std over seeds (dot and bar) and single seeds (ticks). One row per parameterization; ``title``
     states the finding."""
-    fig, axes = figure(2, height=3.0)
+    fig, axes = figure(2, height=3.4)
     with book_style():
         for row, r in enumerate(rows):
             color = PALETTE[r["param"]]
@@ -452,14 +461,15 @@ def plot_comparison(rows: Sequence[dict[str, Any]], title: str) -> plt.Figure:
                     fontsize=8.5,
                 )
             else:
-                axes[0].annotate("not in Table 1", (6.05, row), va="center", fontsize=8.5, color="0.4")
+                axes[0].annotate("not in Table 1", (0.15, row), va="center", fontsize=8.5, color="0.4")
             axes[1].errorbar(r["error_mean"], row, xerr=r["error_std"], fmt="o", color=color, capsize=3, ms=6)
         for ax in axes:
             ax.set_yticks(range(len(rows)), [LABELS[r["param"]] for r in rows])
             ax.invert_yaxis()
         axes[1].set_yticklabels([])
-        axes[0].set(xlim=(6, 9.2), xlabel="CIFAR-10 test error (%)", title="paper (Table 1, one run each)")
-        axes[1].set(xlabel="MNIST-1D test error (%)", title="here (mean ± std; ticks: seeds)")
+        axes[0].set(xlim=(0, 9.9), xlabel="CIFAR-10 test error (%)", title="paper (Table 1):\none run each")
+        axes[0].set_xticks([0, 2, 4, 6, 8])
+        axes[1].set(xlabel="MNIST-1D test error (%)", title="here:\nmean ± std, ticks: seeds")
         axes[1].set_xlim(left=0)
         fig.suptitle(title)
     return fig
@@ -495,7 +505,7 @@ def plot_curves(results: Iterable[RunResult], title: str) -> plt.Figure:
         axes[1].set(
             yscale="log",
             xlabel="epoch",
-            ylabel="training loss (cross-entropy, nats)",
+            ylabel="training loss (nats)",
             title="training loss (mean over the epoch)",
         )
         _plain_log_ticks(axes[0])
@@ -543,11 +553,11 @@ def _lr_panel(ax: plt.Axes, lr_results: dict[float, list[RunResult]], highlight:
 def plot_lr_sensitivity(lr_results: dict[float, list[RunResult]], title: str) -> plt.Figure:
     """Final test error against the learning rate, every parameterization at every rate of
     :data:`LEARNING_RATES` (line: mean over seeds, dots: single seeds, ring: the preset's rate)."""
-    fig, ax = figure(1, height=3.6)
+    fig, ax = figure(1, height=4.2)
     with book_style():
         _lr_panel(ax, lr_results)
         _plain_log_ticks(ax)
-        ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8.5)
+        _legend_below(fig, ax)
         ax.set_title(title)
     return fig
 
@@ -573,50 +583,64 @@ def plot_lr_curves(
     return fig
 
 
-def lr_widget(
-    lr_results: dict[float, list[RunResult]],
-    param: str = "weightnorm",
-    lr: float = 0.01,
-    seed: int | str = "mean",
-) -> object:
-    """An ipywidgets ``interactive`` over the cached learning-rate grid (nothing trains on a move):
-    parameterization, learning rate and seed (or the mean over :data:`LR_SEEDS`). Left: test error per
-    epoch of every parameterization at that rate, the chosen one in colour; right: final test error
-    against the rate, the chosen run ringed."""
-    import ipywidgets as widgets
+def lr_frame(lr_results: dict[float, list[RunResult]], param: str, lr: float) -> plt.Figure:
+    """One frame of :func:`lr_widget`: ``param`` at rate ``lr`` of the cached learning-rate grid.
 
-    lrs = sorted(lr_results)
-    seeds: list[int | str] = ["mean", *LR_SEEDS]
-
-    def show(param: str = param, lr: float = lr, seed: int | str = seed) -> None:
-        with book_style():
-            fig, axes = plt.subplots(1, 2, figsize=(WIDTH, 3.3))
-            for p, runs in by_param(lr_results[lr]).items():
-                chosen = runs if seed == "mean" else [r for r in runs if r.config.seed == seed]
-                curve = 100 * mean_curve(chosen)
-                color, lw = (PALETTE[p], 2.2) if p == param else ("0.8", 1.0)
-                axes[0].plot(
-                    np.arange(1, len(curve) + 1), curve, color=color, lw=lw, zorder=3 if p == param else 1
-                )
-                if p == param:
-                    done = curve[~np.isnan(curve)]
-                    final, epochs = done[-1], len(done)
-            axes[0].set(yscale="log", xlabel="epoch", ylabel="test error (%)", title="test error per epoch")
-            _plain_log_ticks(axes[0])
-            _lr_panel(axes[1], lr_results, highlight=param)
-            axes[1].plot(lr, final, "s", color="k", ms=6, zorder=5)
-            _plain_log_ticks(axes[1])
-            axes[1].set_title("final test error against the rate")
-            which = "mean of seeds" if seed == "mean" else f"seed {seed}"
-            fig.suptitle(
-                f"{LABELS[param]}, lr {lr:g} ({which}): {final:.2f} % test error after {epochs} epochs"
+    Left: test error per epoch at ``lr``, ``param`` in colour (each seed of :data:`LR_SEEDS` thin, their
+    mean thick), the mean of every other parameterization in grey. Right: mean final test error against
+    the rate (:func:`plot_lr_sensitivity`, ``param`` in colour), ``lr`` marked ■."""
+    if lr not in lr_results:
+        raise ValueError(f"lr {lr:g} is not in the learning-rate grid {sorted(lr_results)}")
+    groups = by_param(lr_results[lr])
+    if param not in groups:
+        raise ValueError(f"param {param!r} is not among the grid's parameterizations {list(groups)}")
+    fig, axes = figure(2, height=3.1)
+    with book_style():
+        for p, runs in groups.items():
+            if p != param:
+                curve = 100 * mean_curve(runs)
+                axes[0].plot(np.arange(1, len(curve) + 1), curve, color="0.8", lw=1.0, zorder=1)
+        for r in groups[param]:
+            axes[0].plot(
+                [e.epoch for e in r.epochs],
+                [100 * e.test_error for e in r.epochs],
+                color=PALETTE[param],
+                lw=0.8,
+                alpha=0.6,
+                zorder=2,
             )
-        plt.show()
+        curve = 100 * mean_curve(groups[param])
+        axes[0].plot(np.arange(1, len(curve) + 1), curve, color=PALETTE[param], lw=2.2, zorder=3)
+        # the same y range in every frame: that of every epoch of every run in the grid
+        every = [100 * e.test_error for runs in lr_results.values() for r in runs for e in r.epochs]
+        axes[0].set(yscale="log", ylim=(0.9 * min(every), 1.1 * max(every)))
+        axes[0].set(xlabel="epoch", ylabel="test error (%)", title="test error per epoch")
+        axes[0].set_xticks([1, 5, 10, 15, 20])
+        _plain_log_ticks(axes[0])
+        final = statistics.fmean(_final_errors(groups[param]))
+        _lr_panel(axes[1], lr_results, highlight=param)
+        axes[1].plot(lr, final, "s", color="k", ms=6, zorder=5)
+        _plain_log_ticks(axes[1])
+        axes[1].set(ylabel="", title="final test error against the rate")
+        fig.suptitle(f"{LABELS[param]}, lr {lr:g}: mean final test error {final:.2f} %")
+    return fig
 
-    options = [(LABELS[p], p) for p in ex.PARAMETERIZATIONS]
-    return widgets.interactive(
-        show,
-        param=widgets.Dropdown(options=options, value=param, description="param"),
-        lr=widgets.SelectionSlider(options=lrs, value=lr, description="lr"),
-        seed=widgets.ToggleButtons(options=seeds, value=seed, description="seed"),
+
+def lr_widget(
+    lr_results: dict[float, list[RunResult]], param: str = "weightnorm", lr: float = 0.01
+) -> widgets.VBox:
+    """The interactive view of the cached learning-rate grid (:func:`wnbook.widgets.frame_widget`):
+    a parameterization and a rate, one :func:`lr_frame` per pair, every frame drawn now (nothing trains,
+    the page needs no kernel)."""
+    from wnbook.widgets import control, frame_widget
+
+    params = list(by_param(next(iter(lr_results.values()))))
+    choose = control("dropdown", params, param, "param", labels=[LABELS[p] for p in params])
+    # wide enough for the longest label, never wider than the page
+    choose.layout.width, choose.layout.max_width = "26em", "100%"
+    rate = control("slider", sorted(lr_results), lr, "lr", labels=[f"{x:g}" for x in sorted(lr_results)])
+    return frame_widget(
+        {"param": choose, "lr": rate},
+        lambda param, lr: lr_frame(lr_results, param, lr),
+        dpi=FRAME_DPI,
     )
