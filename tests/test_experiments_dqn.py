@@ -109,8 +109,15 @@ def test_committed_grid_is_complete_and_read_from_the_cache():
 
 @pytest.mark.slow
 def test_retraining_a_committed_run_reproduces_it():
+    """On the machine that trained it the run comes out bit for bit. On another CPU model the float32
+    reductions may be blocked differently, the Q-values differ in the last bits, and once such a
+    difference flips one greedy action the episodes part ways (seen after 102 identical episodes on a
+    second machine). The first 80 episodes (1,708 environment steps, over 1,200 of them with an update
+    after learning starts) must match exactly: any change of the training code or its seeding shows
+    there."""
     config = dqn.make_dqn_config("dqn-small", "weightnorm", 0)
     stored = dqn.cached_dqn_result(config, str(files.committed_cache()))
     assert stored is not None
     fresh = dqn.fit_dqn(config)
-    assert fresh.returns == stored.returns and fresh.episode_ends == stored.episode_ends
+    assert fresh.returns[:80] == stored.returns[:80] and fresh.episode_ends[:80] == stored.episode_ends[:80]
+    assert stored.episode_ends[79] - config.learning_starts > 1200  # steps with an update among them

@@ -21,6 +21,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 import torch
 
@@ -310,10 +311,16 @@ def test_viz_helpers_on_synthetic_runs():
 
 
 @pytest.mark.slow
-def test_a_committed_run_is_reproduced_exactly_by_training_it_again(tmp_path):
+def test_a_committed_run_is_reproduced_by_training_it_again(tmp_path):
     """Retrain the committed ``normal`` seed 0 run (about 20 s on one core) in the pinned environment it
     was trained in, in a fresh process (the CPU capability must be set before torch loads), and compare
-    every recorded number but the timings exactly."""
+    every recorded number but the timings.
+
+    On the machine that trained it the numbers come out bit for bit; on another CPU model the float32
+    reductions of ATen, MKL and oneDNN may be blocked differently (by cache size, not only by ISA), which
+    moves them by up to a few ulps per step: measured across two machines, at most 7e-6 relative
+    (the minibatch variance) and 6e-8 (the bounds), with no drift over the epochs. A change of the
+    training code moves them by orders of magnitude more, so the comparison is to rtol 1e-4."""
     config = vae.make_vae_config("vae-small", "normal", 0)
     stored = vae.cached_vae_result(config, device="cpu", cache_dir=str(CACHE))
     assert stored is not None, "the committed run is missing: retrain the grid (see wnbook.chapters.vae)"
@@ -329,5 +336,6 @@ def test_a_committed_run_is_reproduced_exactly_by_training_it_again(tmp_path):
     def numbers(r: vae.VAERunResult) -> list:
         return [(e.train_loss, e.train_var, e.test_elbo) for e in r.epochs] + [r.test_iw_bound]
 
-    assert numbers(fresh) == numbers(stored)
+    np.testing.assert_allclose(np.array(numbers(fresh)[:-1]), np.array(numbers(stored)[:-1]), rtol=1e-4)
+    assert fresh.test_iw_bound == pytest.approx(stored.test_iw_bound, rel=1e-4)
     assert asdict(fresh.config) == asdict(stored.config)

@@ -38,8 +38,9 @@ NOTE = """\
 ```{admonition} Every claim on this page is checked
 :class: tip
 The cells that assert the page's claims run with it, here and in the book's tests, and fail if a claim
-stops holding. In the web page they are collapsed: press **Show code cell content** (or **Show code cell
-source**) below a paragraph to open the check behind it. In a notebook they are ordinary cells.
+stops holding. In the web page they are collapsed: press **Show code cell content** (or
+**Show code cell source**) below a paragraph to open the check behind it. In a notebook they are
+ordinary cells.
 ```"""
 
 
