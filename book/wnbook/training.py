@@ -64,9 +64,10 @@ def lr_runs(
 
     ``lrs`` is the learning rate of the weight directions: v for weight norm (wnlib.nn.Linear), w for the
     normal parameterization; g and the biases always use ``lr_other``, because the self-stabilization of
-    §2.1 protects v only (g's gradient is not projected, and at large learning rates it diverges like any
-    weight). Same initial v (= w), same minibatches, for every run. Records the hidden layer's ‖v‖ and
-    c = ‖Δv‖/‖v‖ per step (RMS over its 64 units) and checks ‖v′‖ = √(1 + c²)·‖v‖ at every step.
+    §2.1 protects v only (g's gradient is not projected, so nothing holds a too-large step of g back;
+    these runs do not measure what g does at large rates). Same initial v (= w), same minibatches, for
+    every run. Records the hidden layer's ‖v‖ and c = ‖Δv‖/‖v‖ per step (RMS over its 64 units) and
+    checks ‖v′‖ = √(1 + c²)·‖v‖ at every step.
     """
     x, y = digit_rows(whole=True)
     out = []
