@@ -199,20 +199,11 @@ def test_the_comparison_is_committed_and_its_baseline_is_the_chapters_runs(no_tr
 
 
 @pytest.mark.slow
-def test_a_committed_log_gain_run_is_reproduced_by_training_it_again():
+def test_a_committed_log_gain_run_is_reproduced_by_training_it_again(retrain_matches_cache):
     """Retrain seed 0 of the log-gain runs in full (about 15 s on one core) and compare, as for the
     chapter's other runs: its first epoch to float precision (the cache is genuine), the final test error
     within a point (float rounding on another CPU grows over 20 epochs into a different final network).
 
     Like the chapter's runs they were trained with one thread and torch's default CPU kernels (not the
     notebooks' AVX2 environment, under which the first epoch already differs in the fourth digit)."""
-    config = ex.make_config(lg.PRESET, lg.LOG_GAIN, lg.SEEDS[0])
-    stored = training.cached_result(config, device="cpu", cache_dir=str(CACHE))
-    assert stored is not None
-    _, fresh = ex.fit(config, device="cpu", quiet=True, threads=1)
-    assert len(fresh.epochs) == len(stored.epochs) == config.epochs
-    first, again = stored.epochs[0], fresh.epochs[0]
-    assert again.train_loss == pytest.approx(first.train_loss, rel=1e-4)
-    assert abs(again.test_error - first.test_error) <= 0.01
-    assert [(e.lr, e.beta1) for e in fresh.epochs] == [(e.lr, e.beta1) for e in stored.epochs]
-    assert abs(fresh.final_test_error - stored.final_test_error) <= 0.01
+    retrain_matches_cache(ex.make_config(lg.PRESET, lg.LOG_GAIN, lg.SEEDS[0]), CACHE)

@@ -79,7 +79,7 @@ def test_the_cache_key_holds_no_path_or_machine(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_cached_run_is_reproduced_by_training_it_again():
+def test_a_cached_run_is_reproduced_by_training_it_again(retrain_matches_cache):
     """Retrain the cheapest cached configuration in full (about 10-15 s on one core) and compare.
 
     Its first epoch must match to float precision (the cache is genuine: nothing else produces that
@@ -90,13 +90,7 @@ def test_a_cached_run_is_reproduced_by_training_it_again():
     config = ex.make_config(vx.PRESET, "normal", 0)
     stored = training.cached_result(config, device="cpu", cache_dir=str(CACHE))
     assert stored is not None, f"{config} {REGENERATE}"
-    _, fresh = ex.fit(config, device="cpu", quiet=True, threads=1)
-    assert len(fresh.epochs) == len(stored.epochs) == config.epochs
-    first, again = stored.epochs[0], fresh.epochs[0]
-    assert again.train_loss == pytest.approx(first.train_loss, rel=1e-4)
-    assert abs(again.test_error - first.test_error) <= 0.01
-    assert [(e.lr, e.beta1) for e in fresh.epochs] == [(e.lr, e.beta1) for e in stored.epochs]
-    assert abs(fresh.final_test_error - stored.final_test_error) <= 0.01
+    retrain_matches_cache(config, CACHE)
 
 
 # --------------------------------------------------------------------------------------------------

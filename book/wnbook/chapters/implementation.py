@@ -564,7 +564,6 @@ def plot_bf16(result: AccumulationErrors) -> plt.Figure:
             color="0.4",
         )
         ax.set(
-            xscale="log",
             yscale="log",
             xlabel="slice length L (elements per norm)",
             ylabel="median |‖w‖ − g| / g",
