@@ -277,12 +277,19 @@ def _composite_mode(v: Tensor) -> bool:
     fuse and differentiate it themselves, to any order, with no Python ``autograd.Function`` in the way.
     """
     return (
-        torch._C._are_functorch_transforms_active()
-        or torch.compiler.is_compiling()
-        or torch.compiler.is_exporting()
-        or torch.jit.is_tracing()
-        or (type(v) is not Tensor and type(v) is not torch.nn.Parameter)
+        (type(v) is not Tensor and type(v) is not _Parameter)
+        or _functorch_active()
+        or _is_compiling()
+        or _is_exporting()
+        or _is_tracing()
     )
+
+
+_Parameter = torch.nn.Parameter
+_functorch_active = torch._C._are_functorch_transforms_active
+_is_compiling = torch.compiler.is_compiling
+_is_exporting = torch.compiler.is_exporting
+_is_tracing = torch._C._is_tracing
 
 
 # --------------------------------------------------------------------------------------------------
@@ -456,15 +463,19 @@ class _ExactSecondOrder:
 def _fused(v: Tensor, g: Tensor, dim: int, eps: float) -> Tensor | None:
     """w from PyTorch's fused CPU kernel and autograd node (C++: one pass forward, one backward), made
     exact in second order by :class:`_ExactSecondOrder`; None if a norm is below eps (the kernel has no
-    clamp: the caller then computes w another way). On CPU, reading that one number costs no sync."""
-    shape = [1] * v.ndim
-    shape[dim] = v.shape[dim]
-    g = g.view(shape) if g.ndim != v.ndim else g
+    clamp: the caller then computes w another way). On CPU, reading that one number costs no sync.
+
+    This is the hot path of every small eager layer, so it does only what it must: one view of g, the
+    kernel, the eps check (n does not require grad, so ``min`` records nothing) and the hook.
+    """
+    if g.ndim != v.ndim:
+        g = g.unsqueeze(1) if dim == 0 and v.ndim == 2 else g.view(slice_shape(v, dim))
     w, n = torch._weight_norm_interface(v, g, dim)
-    if n.amin().item() < eps:
+    if n.min().item() < eps:
         return None
-    if w.grad_fn is not None:
-        w.grad_fn.register_hook(_ExactSecondOrder(v, g, dim, eps))
+    node = w.grad_fn
+    if node is not None:
+        node.register_hook(_ExactSecondOrder(v, g, dim, eps))
     return w
 
 

@@ -28,12 +28,12 @@ from wnlib.parametrize import (
     _apply_weight_norm,
     _compute_weight,
     _default_dim,
+    _gain,
     _register_layer,
     _set_specs,
     _specs,
     _weight_property,
     _WeightNormMixin,
-    gain,
     set_gain,
     weight_norm_spec,
 )
@@ -117,19 +117,19 @@ class Linear(WeightNormLayer, nn.Linear):
     """
 
     def forward(self, input: Tensor) -> Tensor:
-        spec = weight_norm_spec(self)
+        spec, params = weight_norm_spec(self), self._parameters
         if spec.dim != 0:
-            return nn.functional.linear(input, _compute_weight(self), self.bias)
-        v = self._parameters["weight_v"]
+            return nn.functional.linear(input, _compute_weight(self), params["bias"])
+        v = params["weight_v"]
         functional._check_linear_input(input, v)  # v, g and eps were checked when the layer was built
-        return functional._linear(input, v, gain(self), self.bias, spec.eps)
+        return functional._linear(input, v, _gain(params, "weight", spec), params["bias"], spec.eps)
 
 
 class _Conv(WeightNormLayer):
     """The forward of ``nn.Conv*d``, with w computed directly."""
 
     def forward(self, input: Tensor) -> Tensor:
-        return self._conv_forward(input, _compute_weight(self), self.bias)
+        return self._conv_forward(input, _compute_weight(self), self._parameters["bias"])
 
 
 _CONV_TRANSPOSE = {

@@ -131,9 +131,12 @@ def gain(module: nn.Module, name: str = "weight") -> Tensor:
         >>> g.shape, torch.allclose(g, layer.weight_v.norm(dim=1))
         (torch.Size([2]), True)
     """
-    spec = _spec(module, name)
-    p = module.__dict__["_parameters"][_gain_name(name, spec)]
-    return torch.exp(p) if spec.log_gain else p
+    return _gain(module.__dict__["_parameters"], name, _spec(module, name))
+
+
+def _gain(params: dict[str, Any], name: str, spec: WeightNormSpec) -> Tensor:
+    """:func:`gain` from the module's parameter dict and spec (the forwards' hot path)."""
+    return torch.exp(params[name + "_s"]) if spec.log_gain else params[name + "_g"]
 
 
 def set_gain(module: nn.Module, g: Tensor, name: str = "weight") -> None:
@@ -190,8 +193,9 @@ def is_weight_normed(module: nn.Module, name: str | None = None) -> bool:
 def _compute_weight(module: nn.Module, name: str = "weight") -> Tensor:
     """w = g·v/‖v‖ (eq. 2) from ``<name>_v`` and ``<name>_g``, as a plain tensor (what forwards use)."""
     spec = _spec(module, name)
-    v = module.__dict__["_parameters"][f"{name}_v"]
-    return _unchecked_weight_norm(v, gain(module, name), spec.dim, spec.eps)  # checked when applied
+    params = module.__dict__["_parameters"]
+    v, g = params[name + "_v"], _gain(params, name, spec)
+    return _unchecked_weight_norm(v, g, spec.dim, spec.eps)  # checked when applied
 
 
 def _weight_property(name: str) -> property:
