@@ -199,3 +199,25 @@ def test_linear_rejects_a_0d_input_and_a_list_with_specific_errors():
 def test_the_op_rejects_bad_eps(eps):
     with pytest.raises((TypeError, ValueError), match="eps must be"):
         wnf.weight_norm(torch.randn(3, 4), torch.ones(3), 0, eps)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "transposed", "channels_last"])
+@pytest.mark.parametrize("dim", [0, 1, 2, 3])
+def test_slice_norm_and_slice_dot_on_every_axis_equal_the_plain_reductions(dim, layout):
+    """The fast per-slice sums (leading axes first, then trailing) give the strided reduction's values
+    with and without autograd recording, in every layout, and their gradient is the plain one's."""
+    torch.manual_seed(dim)
+    a = torch.randn(3, 4, 5, 6, dtype=torch.float64)
+    b = torch.randn(3, 4, 5, 6, dtype=torch.float64)
+    if layout == "transposed":
+        a, b = a.transpose(1, 3).contiguous().transpose(1, 3), b.transpose(0, 2).contiguous().transpose(0, 2)
+    elif layout == "channels_last":
+        a, b = (t.contiguous(memory_format=torch.channels_last) for t in (a, b))
+    others = [d for d in range(4) if d != dim]
+    norm = a.pow(2).sum(others).sqrt()
+    torch.testing.assert_close(wnf.slice_norm(a, dim), norm, rtol=1e-14, atol=0)
+    dot = wnf._slice_dot(a, b, dim, torch.float64)
+    torch.testing.assert_close(dot, (a * b).sum(others), rtol=1e-13, atol=1e-13)
+    leaf = a.clone().requires_grad_()
+    (grad,) = torch.autograd.grad(wnf._per_slice_sum(leaf * b, dim).sum(), leaf)
+    torch.testing.assert_close(grad, b)
