@@ -221,3 +221,19 @@ def test_slice_norm_and_slice_dot_on_every_axis_equal_the_plain_reductions(dim, 
     leaf = a.clone().requires_grad_()
     (grad,) = torch.autograd.grad(wnf._per_slice_sum(leaf * b, dim).sum(), leaf)
     torch.testing.assert_close(grad, b)
+
+
+@pytest.mark.parametrize("dim", [1, 2, 3])
+def test_slice_norm_of_a_zero_slice_has_a_zero_gradient_like_vector_norm(dim):
+    """The sum-of-squares norm is differentiated where autograd records it (create_graph, torch.func):
+    at a zero slice its gradient is 0 like vector_norm's, never ∞·0 = NaN; elsewhere they agree."""
+    v = torch.randn(3, 4, 5, 6, dtype=torch.float64)
+    v.select(dim, 1).zero_()
+    others = [d for d in range(4) if d != dim]
+    grads = []
+    for norm in (lambda t: wnf.slice_norm(t, dim), lambda t: torch.linalg.vector_norm(t, dim=others)):
+        leaf = v.clone().requires_grad_()
+        (grad,) = torch.autograd.grad(norm(leaf).sum(), leaf)
+        grads.append(grad)
+    assert torch.isfinite(grads[0]).all() and not grads[0].select(dim, 1).any()
+    torch.testing.assert_close(grads[0], grads[1])

@@ -170,12 +170,16 @@ def slice_norm(v: Tensor, dim: int | None, eps: float = DEFAULT_EPS) -> Tensor:
         n = v.abs().to(acc)
     elif dim == 0 and v.is_contiguous():
         n = torch.linalg.vector_norm(v.reshape(v.shape[0], -1), dim=1, dtype=acc)
-    elif torch.is_grad_enabled() and v.requires_grad:  # vector_norm's derivative is finite at 0
-        n = torch.linalg.vector_norm(v, dim=_reduced_dims(v, dim), dtype=acc)
-    else:  # the same sum of squares, several times faster than a strided vector_norm on CPU
+    else:  # a strided vector_norm is several times slower on CPU than these sums
         v = v.to(acc)
-        n = _per_slice_sum(v * v, dim).sqrt()
+        n = _safe_sqrt(_per_slice_sum(v * v, dim))
     return n.clamp_min(eps)
+
+
+def _safe_sqrt(s: Tensor) -> Tensor:
+    """√s for s ≥ 0, with derivative 0 (not ∞·0 = NaN) where s = 0, as vector_norm's at a zero vector."""
+    positive = s > 0
+    return torch.where(positive, torch.where(positive, s, 1.0).sqrt(), 0.0)
 
 
 def _per_slice_sum(t: Tensor, dim: int) -> Tensor:
@@ -296,19 +300,12 @@ def _composite_mode(v: Tensor) -> bool:
     fuse and differentiate it themselves, to any order, with no Python ``autograd.Function`` in the way.
     """
     return (
-        (type(v) is not Tensor and type(v) is not _Parameter)
-        or _functorch_active()
-        or _is_compiling()
-        or _is_exporting()
-        or _is_tracing()
+        (type(v) is not Tensor and type(v) is not torch.nn.Parameter)
+        or torch._C._are_functorch_transforms_active()
+        or torch.compiler.is_compiling()
+        or torch.compiler.is_exporting()
+        or torch.jit.is_tracing()
     )
-
-
-_Parameter = torch.nn.Parameter
-_functorch_active = torch._C._are_functorch_transforms_active
-_is_compiling = torch.compiler.is_compiling
-_is_exporting = torch.compiler.is_exporting
-_is_tracing = torch._C._is_tracing
 
 
 # --------------------------------------------------------------------------------------------------
@@ -488,7 +485,7 @@ def _fused(v: Tensor, g: Tensor, dim: int, eps: float) -> Tensor | None:
     kernel, the eps check (n does not require grad, so ``min`` records nothing) and the hook.
     """
     if g.ndim != v.ndim:
-        g = g.unsqueeze(1) if dim == 0 and v.ndim == 2 else g.view(slice_shape(v, dim))
+        g = g.view(slice_shape(v, dim))
     w, n = torch._weight_norm_interface(v, g, dim)
     if n.min().item() < eps:
         return None

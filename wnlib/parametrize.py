@@ -136,7 +136,8 @@ def gain(module: nn.Module, name: str = "weight") -> Tensor:
 
 def _gain(params: dict[str, Any], name: str, spec: WeightNormSpec) -> Tensor:
     """:func:`gain` from the module's parameter dict and spec (the forwards' hot path)."""
-    return torch.exp(params[name + "_s"]) if spec.log_gain else params[name + "_g"]
+    p = params[_gain_name(name, spec)]
+    return torch.exp(p) if spec.log_gain else p
 
 
 def set_gain(module: nn.Module, g: Tensor, name: str = "weight") -> None:
